@@ -1,0 +1,254 @@
+"""What every host target provides: start, restart, stop, and which of its processes plays which role.
+
+A target owns one host instance in a private temporary directory. The run drives it as:
+
+    target = SomeTarget(installation, app, workdir, port=...)
+    target.start()                 # host up, app answering on target.url
+    target.pid                     # the host's top process, the census's root
+    target.restart(action)         # -> RestartReply, one scripted action
+    target.role(title)             # -> role of a process from its cmdline title
+    target.stop()                  # -> StopReport: survivors and findings; nothing left running
+
+Hosts differ in how they restart (Unit: control API; wasmtime: process replacement), so the
+``restart`` kinds a target accepts are listed in ``restart_kinds``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import psutil
+
+
+@dataclass(frozen=True)
+class Installation:
+    """One host build: where its executable is, what it is, and how to run it on this machine."""
+
+    kind: str                      # "wasmtime" | "unit"
+    name: str                      # the user's name for it, e.g. "1.32.0" or "wasmtime"
+    executable: Path
+    version: str
+    arch: str                      # "x86_64" | "aarch64" (normalised, from the ELF header)
+    runner: tuple[str, ...] = ()   # prefix to run a foreign-arch binary, e.g. ("qemu-aarch64-static", "-L", ...)
+    modules: Path | None = None    # Unit's modules dir
+    flavor: str = ""               # e.g. "unit" or "freeunit"
+
+    @property
+    def emulated(self) -> bool:
+        return bool(self.runner)
+
+    @property
+    def label(self) -> str:
+        """``kind@name`` as users type it."""
+        return f"{self.kind}@{self.name}"
+
+    def command(self, *args: str) -> list[str]:
+        """The argv that runs this installation's executable with ``args``."""
+        return [*self.runner, str(self.executable), *args]
+
+    def describe(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["executable"] = str(self.executable)
+        d["modules"] = str(self.modules) if self.modules else None
+        d["runner"] = list(self.runner)
+        d["emulated"] = self.emulated
+        return d
+
+
+@dataclass
+class RestartReply:
+    """What one restart action did: its kind, its timing (monotonic s) and the host's answer."""
+
+    kind: str
+    t_sent: float
+    t_done: float
+    http_status: int = 0      # 0 when the action is not an HTTP call
+    body: str = ""
+
+
+@dataclass
+class StopReport:
+    """What teardown found: processes that outlived a graceful stop, and other findings."""
+
+    graceful: bool = True                         # the host exited on its own after the stop signal
+    survivors: list[dict[str, Any]] = field(default_factory=list)
+    findings: list[dict[str, Any]] = field(default_factory=list)
+    stop_s: float = 0.0
+
+
+class TargetError(RuntimeError):
+    """The host could not be started or driven (not a finding about restarts: a run failure)."""
+
+
+class Target(Protocol):
+    """The host protocol the run drives. See the module docstring."""
+
+    kind: str
+    restart_kinds: tuple[str, ...]
+    installation: Installation
+    url: str
+    pid: int | None
+    log_path: Path
+
+    def start(self) -> None: ...
+    def restart(self, action: dict[str, Any]) -> RestartReply: ...
+    def role(self, title: str) -> str: ...
+    def stop(self) -> StopReport: ...
+    def describe(self) -> dict[str, Any]: ...
+    def status_sample(self) -> dict[str, float]: ...
+
+
+# -- helpers shared by targets ------------------------------------------------------------------
+
+def process_title(proc: psutil.Process) -> str:
+    """A process's title as ``ps args`` shows it (cmdline joined); empty if it vanished."""
+    try:
+        return " ".join(proc.cmdline()) or proc.name()
+    except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
+        return ""
+
+
+def tree(root_pid: int, extra: set[int] = frozenset()) -> list[psutil.Process]:
+    """The live processes of a host: ``root_pid``'s descendants plus ``extra`` pids still alive
+    (descendants that were reparented away from the tree), root included."""
+    procs: dict[int, psutil.Process] = {}
+    try:
+        root = psutil.Process(root_pid)
+        procs[root.pid] = root
+        for child in root.children(recursive=True):
+            procs[child.pid] = child
+    except psutil.NoSuchProcess:
+        pass
+    for pid in extra:
+        if pid not in procs:
+            try:
+                procs[pid] = psutil.Process(pid)
+            except psutil.NoSuchProcess:
+                pass
+    return list(procs.values())
+
+
+def session_members(sid: int) -> list[psutil.Process]:
+    """Every live process in session ``sid`` (a host started with start_new_session keeps its
+    descendants there even when they are reparented to init)."""
+    out = []
+    for proc in psutil.process_iter():
+        try:
+            if os.getsid(proc.pid) == sid:
+                out.append(proc)
+        except (ProcessLookupError, PermissionError, psutil.NoSuchProcess):
+            continue
+    return out
+
+
+def describe_process(proc: psutil.Process) -> dict[str, Any]:
+    """A survivor record: pid, ppid, title, state, age."""
+    try:
+        with proc.oneshot():
+            return {"pid": proc.pid, "ppid": proc.ppid(), "title": process_title(proc),
+                    "state": proc.status(), "age_s": round(time.time() - proc.create_time(), 3)}
+    except psutil.NoSuchProcess:
+        return {"pid": proc.pid, "title": "", "state": "gone"}
+
+
+def terminate_session(sid: int, pid: int | None, grace_s: float, sig: int = signal.SIGTERM,
+                      tracked: set[int] = frozenset()) -> StopReport:
+    """Stop a host that leads session ``sid``: ``sig`` to ``pid``, wait up to ``grace_s`` for the whole
+    session to exit, then SIGKILL every process left in it (and every ``tracked`` pid still alive).
+
+    Survivors (anything alive after the grace) are recorded before they are killed. Bounded in time:
+    returns after at most ``grace_s`` + ~2 s whatever the host does.
+    """
+    report = StopReport()
+    t = time.monotonic()
+    if pid is not None:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+    deadline = t + grace_s
+    while time.monotonic() < deadline:
+        left = _leftovers(sid, tracked)
+        if not left:
+            break
+        time.sleep(0.02)
+    left = _leftovers(sid, tracked)
+    if left:
+        report.graceful = False
+        report.survivors = [describe_process(p) for p in left]
+        for p in left:
+            try:
+                p.kill()
+            except psutil.NoSuchProcess:
+                pass
+        try:
+            os.killpg(sid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        _gone, alive = psutil.wait_procs(left, timeout=2)
+        if alive:
+            report.findings.append({"kind": "unkillable", "detail": f"{len(alive)} process(es) "
+                                    f"survived SIGKILL: {[p.pid for p in alive]}"})
+    report.stop_s = time.monotonic() - t
+    return report
+
+
+def _leftovers(sid: int, tracked: set[int]) -> list[psutil.Process]:
+    procs = {p.pid: p for p in session_members(sid)}
+    for pid in tracked:
+        if pid not in procs:
+            try:
+                p = psutil.Process(pid)
+                if p.status() != psutil.STATUS_ZOMBIE:
+                    procs[pid] = p
+            except psutil.NoSuchProcess:
+                pass
+    # zombies of our own children are reaped by the caller's wait; they are not survivors
+    return [p for p in procs.values() if _alive(p)]
+
+
+def _alive(proc: psutil.Process) -> bool:
+    try:
+        return proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port on ``host`` that is free now (bound and released)."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, timeout_s: float, proc_alive=lambda: True) -> float:
+    """Poll ``url`` until it answers any HTTP status; return seconds taken. Raise TargetError on timeout
+    or when ``proc_alive()`` turns false."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    t = time.monotonic()
+    last = ""
+    while time.monotonic() - t < timeout_s:
+        if not proc_alive():
+            raise TargetError(f"host exited before {url} answered")
+        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=2)
+        try:
+            conn.request("GET", parts.path or "/")
+            conn.getresponse().read()
+            return time.monotonic() - t
+        except OSError as exc:
+            last = str(exc)
+        finally:
+            conn.close()
+        time.sleep(0.01)
+    raise TargetError(f"{url} did not answer within {timeout_s:g} s ({last})")
