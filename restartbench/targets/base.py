@@ -4,7 +4,7 @@ A target owns one host instance in a private temporary directory. The run drives
 
     target = SomeTarget(installation, app, workdir, port=...)
     target.start()                 # host up, app answering on target.url
-    target.pid                     # the host's top process, the census's root
+    target.roots()                 # the host's top-level pids now: the census's roots
     target.restart(action)         # -> RestartReply, one scripted action
     target.role(title)             # -> role of a process from its cmdline title
     target.stop()                  # -> StopReport: survivors and findings; nothing left running
@@ -15,8 +15,6 @@ Hosts differ in how they restart (Unit: control API; wasmtime: process replaceme
 
 from __future__ import annotations
 
-import os
-import signal
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -96,6 +94,7 @@ class Target(Protocol):
     log_path: Path
 
     def start(self) -> None: ...
+    def roots(self) -> list[int]: ...          # top-level pids of the host now (old ones too, while alive)
     def restart(self, action: dict[str, Any]) -> RestartReply: ...
     def role(self, title: str) -> str: ...
     def stop(self) -> StopReport: ...
@@ -131,92 +130,6 @@ def tree(root_pid: int, extra: set[int] = frozenset()) -> list[psutil.Process]:
             except psutil.NoSuchProcess:
                 pass
     return list(procs.values())
-
-
-def session_members(sid: int) -> list[psutil.Process]:
-    """Every live process in session ``sid`` (a host started with start_new_session keeps its
-    descendants there even when they are reparented to init)."""
-    out = []
-    for proc in psutil.process_iter():
-        try:
-            if os.getsid(proc.pid) == sid:
-                out.append(proc)
-        except (ProcessLookupError, PermissionError, psutil.NoSuchProcess):
-            continue
-    return out
-
-
-def describe_process(proc: psutil.Process) -> dict[str, Any]:
-    """A survivor record: pid, ppid, title, state, age."""
-    try:
-        with proc.oneshot():
-            return {"pid": proc.pid, "ppid": proc.ppid(), "title": process_title(proc),
-                    "state": proc.status(), "age_s": round(time.time() - proc.create_time(), 3)}
-    except psutil.NoSuchProcess:
-        return {"pid": proc.pid, "title": "", "state": "gone"}
-
-
-def terminate_session(sid: int, pid: int | None, grace_s: float, sig: int = signal.SIGTERM,
-                      tracked: set[int] = frozenset()) -> StopReport:
-    """Stop a host that leads session ``sid``: ``sig`` to ``pid``, wait up to ``grace_s`` for the whole
-    session to exit, then SIGKILL every process left in it (and every ``tracked`` pid still alive).
-
-    Survivors (anything alive after the grace) are recorded before they are killed. Bounded in time:
-    returns after at most ``grace_s`` + ~2 s whatever the host does.
-    """
-    report = StopReport()
-    t = time.monotonic()
-    if pid is not None:
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            pass
-    deadline = t + grace_s
-    while time.monotonic() < deadline:
-        left = _leftovers(sid, tracked)
-        if not left:
-            break
-        time.sleep(0.02)
-    left = _leftovers(sid, tracked)
-    if left:
-        report.graceful = False
-        report.survivors = [describe_process(p) for p in left]
-        for p in left:
-            try:
-                p.kill()
-            except psutil.NoSuchProcess:
-                pass
-        try:
-            os.killpg(sid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        _gone, alive = psutil.wait_procs(left, timeout=2)
-        if alive:
-            report.findings.append({"kind": "unkillable", "detail": f"{len(alive)} process(es) "
-                                    f"survived SIGKILL: {[p.pid for p in alive]}"})
-    report.stop_s = time.monotonic() - t
-    return report
-
-
-def _leftovers(sid: int, tracked: set[int]) -> list[psutil.Process]:
-    procs = {p.pid: p for p in session_members(sid)}
-    for pid in tracked:
-        if pid not in procs:
-            try:
-                p = psutil.Process(pid)
-                if p.status() != psutil.STATUS_ZOMBIE:
-                    procs[pid] = p
-            except psutil.NoSuchProcess:
-                pass
-    # zombies of our own children are reaped by the caller's wait; they are not survivors
-    return [p for p in procs.values() if _alive(p)]
-
-
-def _alive(proc: psutil.Process) -> bool:
-    try:
-        return proc.status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -1,0 +1,160 @@
+"""Restart plans: when to restart the host, how, and for how long to load it.
+
+A scenario is a set of parameters (from CLI flags, a TOML file in ``scenarios/``, or both; flags win)
+that expands to a timed list of actions. Action kinds (what each host does is in its target):
+
+``restart``    the host's own restart (Unit: GET /control/applications/<app>/restart;
+               wasmtime: process replacement)
+``config``     a change of the app's configuration (an environment value); Unit replaces the app
+               processes on any change of the app object
+``swap``       a component swap: the other build of the app, then the host picks it up
+``processes``  a change of the app's process count (Unit), alternating ``processes`` / +1
+
+``actions`` lists kinds used in turn (``["restart", "config"]`` alternates them). Times are seconds
+from the moment the load is flowing: ``warmup_s`` of steady state, a restart every
+``restart_every_s`` (``restarts`` of them, default as many as fit), then ``cooldown_s`` with none.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+SCENARIO_DIR = Path(__file__).resolve().parent.parent / "scenarios"
+ACTION_KINDS = ("restart", "config", "swap", "processes")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+class ScenarioError(ValueError):
+    """A scenario that cannot run; the message says what is wrong and how to fix it."""
+
+
+def parse_duration(text: str | float | int, what: str = "duration") -> float:
+    """``"5s"``, ``"500ms"``, ``"2m"``, ``"1m30s"`` or a number of seconds -> seconds."""
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        return float(text)
+    s = str(text).strip().lower()
+    if re.fullmatch(r"\d+(\.\d+)?", s):
+        return float(s)
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|s|m|h)", s)
+    if not parts or "".join(n + u for n, u in parts) != s:
+        raise ScenarioError(f"{what} {text!r} is not a duration: write e.g. 30s, 500ms, 2m or 1m30s")
+    return sum(float(n) * _UNITS[u] for n, u in parts)
+
+
+@dataclass
+class Scenario:
+    """All parameters of one restart plan (recorded whole in run.json)."""
+
+    name: str = "periodic-restart"
+    description: str = "the host's own restart, at a fixed interval, under closed-model load"
+    duration_s: float = 40.0
+    warmup_s: float = 5.0
+    cooldown_s: float = 5.0
+    restart_every_s: float = 5.0
+    restarts: int | None = None
+    actions: list[str] = field(default_factory=lambda: ["restart"])
+    processes: int = 1               # app processes the host runs (Unit); census expects this many
+    window_s: float = 5.0            # analysis: restart window W
+    grace_s: float = 5.0             # analysis: lingering grace
+
+    def validate(self) -> "Scenario":
+        """Raise ScenarioError unless the plan can run as given."""
+        for name in ("duration_s", "restart_every_s"):
+            if not 0 < getattr(self, name) <= 24 * 3600:
+                raise ScenarioError(f"{name.removesuffix('_s')} must be > 0 and at most 24h")
+        for name in ("warmup_s", "cooldown_s", "window_s", "grace_s"):
+            if getattr(self, name) < 0:
+                raise ScenarioError(f"{name.removesuffix('_s')} must not be negative")
+        bad = [a for a in self.actions if a not in ACTION_KINDS]
+        if bad or not self.actions:
+            raise ScenarioError(f"unknown restart action {bad or self.actions}: use {', '.join(ACTION_KINDS)}")
+        if not 1 <= self.processes <= 256:
+            raise ScenarioError("processes must be between 1 and 256")
+        if self.restarts is not None and self.restarts < 0:
+            raise ScenarioError("restarts must be 0 or more")
+        if self.restarts and self.restart_every_s < self.grace_s:
+            raise ScenarioError(f"restart-every {self.restart_every_s:g}s is shorter than the lingering "
+                                f"grace {self.grace_s:g}s: old processes could not be judged; restart "
+                                f"less often or pass a shorter --grace")
+        if self.warmup_s + self.cooldown_s >= self.duration_s:
+            raise ScenarioError(f"duration {self.duration_s:g}s leaves no time for restarts after warm-up "
+                                f"{self.warmup_s:g}s and cool-down {self.cooldown_s:g}s: make it longer")
+        if self.restarts is not None and self.restarts > self.fitting_restarts():
+            need = self.warmup_s + self.cooldown_s + (self.restarts - 1) * self.restart_every_s
+            raise ScenarioError(f"{self.restarts} restarts every {self.restart_every_s:g}s need a duration "
+                                f"of at least {need:g}s (with warm-up and cool-down); got {self.duration_s:g}s")
+        return self
+
+    def fitting_restarts(self) -> int:
+        """How many restarts fit between warm-up and cool-down."""
+        span = self.duration_s - self.warmup_s - self.cooldown_s
+        return int(span // self.restart_every_s) + 1 if span >= 0 else 0
+
+    @property
+    def restart_count(self) -> int:
+        return self.fitting_restarts() if self.restarts is None else self.restarts
+
+    def plan(self) -> list[tuple[float, dict[str, Any]]]:
+        """(seconds after the load starts, action) for every restart, in order."""
+        out, seen = [], {kind: 0 for kind in ACTION_KINDS}
+        for i in range(self.restart_count):
+            kind = self.actions[i % len(self.actions)]
+            out.append((self.warmup_s + i * self.restart_every_s, action(kind, seen[kind], self)))
+            seen[kind] += 1
+        return out
+
+    def describe(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["restart_count"] = self.restart_count
+        return d
+
+
+def action(kind: str, nth: int, scenario: Scenario) -> dict[str, Any]:
+    """The action dict a target's ``restart`` receives for the ``nth`` action of this kind (from 0)."""
+    if kind == "config":
+        return {"kind": "config", "env": {"RESTARTBENCH_CONFIG": str(nth + 1)}}
+    if kind == "swap":
+        return {"kind": "swap", "variant": "b" if nth % 2 == 0 else "a"}
+    if kind == "processes":
+        return {"kind": "processes", "processes": scenario.processes + (1 if nth % 2 == 0 else 0)}
+    return {"kind": "restart"}
+
+
+def load(name_or_path: str | Path, **overrides: Any) -> Scenario:
+    """A scenario from ``scenarios/<name>.toml`` or a TOML path, with ``overrides`` (None = not given)."""
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = SCENARIO_DIR / f"{name_or_path}.toml"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in SCENARIO_DIR.glob("*.toml")))
+        raise ScenarioError(f"scenario {name_or_path!r} not found: use one of {known} or a .toml path")
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ScenarioError(f"scenario file {path}: {exc}; fix the TOML") from exc
+    data.setdefault("name", path.stem)
+    return from_dict(data, **overrides)
+
+
+def from_dict(data: dict[str, Any], **overrides: Any) -> Scenario:
+    """Build and validate a Scenario from plain values (durations may be strings like "5s")."""
+    known = {f.name: f for f in fields(Scenario)}
+    aliases = {k.removesuffix("_s"): k for k in known if k.endswith("_s")}
+    values: dict[str, Any] = {}
+    for key, value in {**data, **{k: v for k, v in overrides.items() if v is not None}}.items():
+        key = aliases.get(key.replace("-", "_"), key.replace("-", "_"))
+        if key not in known:
+            raise ScenarioError(f"unknown scenario setting {key!r}: known are {', '.join(sorted(known))}")
+        if key.endswith("_s"):
+            value = parse_duration(value, key.removesuffix("_s"))
+        elif key == "actions" and isinstance(value, str):
+            value = [a.strip() for a in value.split(",") if a.strip()]
+        elif key in ("restarts", "processes") and value is not None:
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise ScenarioError(f"{key} must be a whole number, got {value!r}")
+        values[key] = value
+    return Scenario(**values).validate()

