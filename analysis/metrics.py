@@ -1,0 +1,414 @@
+"""The metrics of DESIGN.md "Metrics", computed with numpy/pandas over whole columns.
+
+Requests are handled as arrays (no per-request Python); per-restart and per-sample quantities
+loop over restarts only. Every function tolerates empty inputs and returns NaN where a value is
+undefined (an empty window, a run that ended before the grace period, no census sample).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from restartbench.results import OUTCOMES, ROLES
+
+from .windows import (AFTER, BEFORE, BETWEEN, PHASES, WARMUP, WINDOW, Windows, assign,
+                      phase_durations, window_durations)
+
+OK = OUTCOMES.index("ok")
+TIMEOUT = OUTCOMES.index("timeout")
+QUANTILES = (50, 95, 99)
+TREE_METRICS = ("rss", "uss", "num_fds", "num_threads")
+
+
+# -- requests ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Requests:
+    """The columns of requests.parquet the metrics need, as numpy arrays."""
+
+    t_start: np.ndarray
+    t_end: np.ndarray
+    latency_ms: np.ndarray
+    outcome: np.ndarray      # codes into OUTCOMES; -1 = unknown (request never finished)
+    t_intended: np.ndarray   # NaN in the closed model
+
+    def __len__(self) -> int:
+        return len(self.t_start)
+
+    @classmethod
+    def from_frame(cls, frame: pd.DataFrame) -> "Requests":
+        def col(name: str) -> np.ndarray:
+            if name not in frame.columns:
+                return np.full(len(frame), np.nan)
+            return frame[name].to_numpy(dtype="float64", na_value=np.nan)
+
+        outcome = frame["outcome"] if "outcome" in frame.columns else pd.Series([], dtype=object)
+        if not isinstance(outcome.dtype, pd.CategoricalDtype) or \
+                list(outcome.cat.categories) != list(OUTCOMES):
+            outcome = pd.Series(pd.Categorical(outcome, categories=OUTCOMES))
+        codes = outcome.cat.codes.to_numpy() if len(frame) else np.zeros(0, dtype=np.int8)
+        return cls(t_start=col("t_start"), t_end=col("t_end"), latency_ms=col("latency_ms"),
+                   outcome=codes, t_intended=col("t_intended"))
+
+    def span(self) -> tuple[float, float]:
+        """``(begin, end)`` of the load: first start, last start or end; NaN without requests."""
+        if not len(self) or np.isnan(self.t_start).all():
+            return np.nan, np.nan
+        begin = float(np.nanmin(self.t_start))
+        end = float(np.nanmax([np.nanmax(self.t_start),
+                               np.nanmax(self.t_end) if not np.isnan(self.t_end).all() else -np.inf]))
+        return begin, end
+
+
+def quantiles(values: np.ndarray, qs: Sequence[float] = QUANTILES) -> list[float]:
+    """Percentiles of the finite ``values`` (linear interpolation); NaN for none."""
+    values = values[np.isfinite(values)]
+    if not len(values):
+        return [np.nan] * len(qs)
+    return [float(v) for v in np.percentile(values, qs)]
+
+
+def ratio(num: float, den: float) -> float:
+    """``num / den``, NaN when the denominator is 0."""
+    return float(num) / den if den else np.nan
+
+
+def request_stats(req: Requests, mask: np.ndarray | slice, duration_s: float,
+                  timeout_s: float | None = None) -> dict[str, Any]:
+    """Counts, rates, rps and latency quantiles of the requests selected by ``mask``.
+
+    Rates are over the requests that finished (``outcome`` known); ``unfinished`` counts the rest.
+    Latency is the raw ``latency_ms`` of ``ok`` rows. The ``co_`` keys repeat the latency and the
+    timeout rate measured from ``t_intended`` (coordinated-omission corrected) for the rows that
+    have one (open model); they are None in the closed model.
+    """
+    outcome = req.outcome[mask]
+    n = len(outcome)
+    finished = int(np.count_nonzero(outcome >= 0))
+    ok_mask = outcome == OK
+    ok = int(np.count_nonzero(ok_mask))
+    timeouts = int(np.count_nonzero(outcome == TIMEOUT))
+    p50, p95, p99 = quantiles(req.latency_ms[mask][ok_mask])
+    stats: dict[str, Any] = {
+        "requests": n, "duration_s": duration_s, "rps": ratio(n, duration_s),
+        "ok": ok, "timeouts": timeouts, "errors": finished - ok, "unfinished": n - finished,
+        "timeout_rate": ratio(timeouts, finished), "error_rate": ratio(finished - ok, finished),
+        "availability": ratio(ok, finished),
+        "latency_p50_ms": p50, "latency_p95_ms": p95, "latency_p99_ms": p99,
+    }
+    stats.update(_co_stats(req, mask, outcome, timeout_s))
+    return stats
+
+
+def _co_stats(req: Requests, mask: np.ndarray | slice, outcome: np.ndarray,
+              timeout_s: float | None) -> dict[str, Any]:
+    intended = req.t_intended[mask]
+    has = ~np.isnan(intended)
+    keys = ("co_requests", "co_latency_p50_ms", "co_latency_p95_ms", "co_latency_p99_ms",
+            "co_timeouts", "co_timeout_rate")
+    if not has.any():
+        return dict.fromkeys(keys)
+    latency = (req.t_end[mask][has] - intended[has]) * 1000.0
+    outcome = outcome[has]
+    finished = outcome >= 0
+    p50, p95, p99 = quantiles(latency[outcome == OK])
+    late = outcome == TIMEOUT
+    if timeout_s is not None and np.isfinite(timeout_s):
+        late |= finished & (latency >= timeout_s * 1000.0)
+    n_late = int(np.count_nonzero(late))
+    return dict(zip(keys, (int(has.sum()), p50, p95, p99, n_late,
+                           ratio(n_late, int(finished.sum())))))
+
+
+def infer_timeout_s(req: Requests, scenario: dict[str, Any] | None = None) -> float | None:
+    """The client timeout: the scenario's ``timeout_s``/``request_timeout_s``, else the shortest
+    latency recorded for a ``timeout`` row, else None."""
+    for key in ("timeout_s", "request_timeout_s"):
+        value = (scenario or {}).get(key)
+        if isinstance(value, (int, float)) and value > 0:
+            return float(value)
+    lat = req.latency_ms[req.outcome == TIMEOUT]
+    lat = lat[np.isfinite(lat)]
+    return float(lat.min()) / 1000.0 if len(lat) else None
+
+
+def phase_table(req: Requests, windows: Windows, warmup_s: float = 0.0,
+                timeout_s: float | None = None) -> tuple[dict[str, dict[str, Any]], np.ndarray, np.ndarray]:
+    """Stats per phase (``warmup before windows between after``) plus the phase/restart arrays."""
+    phase, pos = assign(req.t_start, windows, warmup_s)
+    begin, end = req.span()
+    durations = phase_durations(windows, begin, end, warmup_s)
+    out = {}
+    for code, name in ((WARMUP, "warmup"), (BEFORE, "before"), (WINDOW, "windows"),
+                       (BETWEEN, "between"), (AFTER, "after")):
+        out[name] = request_stats(req, phase == code, durations[PHASES[code]], timeout_s)
+    return out, phase, pos
+
+
+# -- per restart: requests --------------------------------------------------------------------
+
+def window_stats(req: Requests, windows: Windows, phase: np.ndarray, pos: np.ndarray) -> pd.DataFrame:
+    """Per restart window: ``n_requests unfinished timeouts errors timeout_rate error_rate
+    rps recovered recovery_s window_truncated``.
+
+    ``recovery_s`` is from ``t_i`` to the ``t_end`` of the first ``ok`` request that started in
+    the window (earliest ``t_start``; ties broken by the earliest end). None started: the restart
+    did not recover (``recovered`` False, ``recovery_s`` NaN). ``window_truncated`` marks a window
+    cut short by the end of the load, where "not recovered" may only mean "not observed".
+    """
+    r = len(windows)
+    in_win = phase == WINDOW
+    idx = pos[in_win]
+    outcome = req.outcome[in_win]
+    n = np.bincount(idx, minlength=r)
+    finished = np.bincount(idx, weights=outcome >= 0, minlength=r)
+    ok = np.bincount(idx, weights=outcome == OK, minlength=r)
+    timeouts = np.bincount(idx, weights=outcome == TIMEOUT, minlength=r)
+    errors = finished - ok
+    with np.errstate(invalid="ignore", divide="ignore"):
+        timeout_rate = np.where(finished > 0, timeouts / finished, np.nan)
+        error_rate = np.where(finished > 0, errors / finished, np.nan)
+        begin, end = req.span()
+        lengths = window_durations(windows, begin, end)
+        rps = np.where(lengths > 0, n / lengths, np.nan)
+    first_end = _first_ok_end(req, in_win, idx, outcome, r)
+    recovered = ~np.isnan(first_end)
+    return pd.DataFrame({
+        "window_start": windows.starts, "window_end": windows.ends,
+        "window_truncated": ~(windows.ends <= end) if np.isfinite(end) else np.ones(r, bool),
+        "n_requests": n, "unfinished": (n - finished).astype(np.int64),
+        "timeouts": timeouts.astype(np.int64), "errors": errors.astype(np.int64),
+        "timeout_rate": timeout_rate, "error_rate": error_rate, "rps": rps,
+        "recovered": recovered, "recovery_s": first_end - windows.starts,
+    })
+
+
+def _first_ok_end(req: Requests, in_win: np.ndarray, idx: np.ndarray, outcome: np.ndarray,
+                  r: int) -> np.ndarray:
+    """Per window, ``t_end`` of the earliest-started ok request (NaN if none)."""
+    out = np.full(r, np.nan)
+    good = (outcome == OK) & ~np.isnan(req.t_end[in_win])
+    if not r or not good.any():
+        return out
+    g = idx[good]
+    ts = req.t_start[in_win][good]
+    te = req.t_end[in_win][good]
+    first_start = np.full(r, np.inf)
+    _group_min(first_start, g, ts)
+    at_first = ts == first_start[g]
+    first_end = np.full(r, np.inf)
+    _group_min(first_end, g[at_first], te[at_first])
+    out[np.isfinite(first_end)] = first_end[np.isfinite(first_end)]
+    return out
+
+
+def _group_min(into: np.ndarray, groups: np.ndarray, values: np.ndarray) -> None:
+    """``into[g] = min(into[g], values[groups == g])`` for every group, in O(n)."""
+    if not len(groups):
+        return
+    mins = pd.Series(values).groupby(groups, sort=False).min()
+    keys = mins.index.to_numpy()
+    into[keys] = np.minimum(into[keys], mins.to_numpy())
+
+
+# -- per restart: the census ------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Census:
+    """processes.parquet sorted by sample time, with the offsets of each sample's rows."""
+
+    times: np.ndarray         # one entry per sample, ascending
+    offsets: np.ndarray       # rows of sample k are offsets[k]:offsets[k+1]
+    role: np.ndarray          # codes into ROLES
+    born: np.ndarray          # s since t0, NaN if unknown
+    generation: np.ndarray    # float (NaN if unknown)
+    totals: pd.DataFrame      # per sample: processes + TREE_METRICS summed over the tree
+
+    def __len__(self) -> int:
+        return len(self.times)
+
+    @classmethod
+    def from_frame(cls, frame: pd.DataFrame) -> "Census":
+        frame = frame[frame["t"].notna()]
+        t = frame["t"].to_numpy(dtype="float64")
+        order = np.argsort(t, kind="stable")
+        t = t[order]
+        times, offsets, sample = np.unique(t, return_index=True, return_inverse=True)
+        offsets = np.append(offsets, len(t))
+        role = frame["role"]
+        if not isinstance(role.dtype, pd.CategoricalDtype) or list(role.cat.categories) != list(ROLES):
+            role = pd.Series(pd.Categorical(role, categories=ROLES))
+        role = role.cat.codes.to_numpy()[order] if len(frame) else np.zeros(0, np.int8)
+
+        def col(name: str) -> np.ndarray:
+            return frame[name].to_numpy(dtype="float64", na_value=np.nan)[order]
+
+        totals = {"t": times, "processes": np.bincount(sample, minlength=len(times))}
+        for name in TREE_METRICS:
+            values = col(name)
+            missing = np.bincount(sample, weights=np.isnan(values), minlength=len(times))
+            sums = np.bincount(sample, weights=np.nan_to_num(values), minlength=len(times))
+            totals[name] = np.where(missing > 0, np.nan, sums)  # a partial sample is no total
+        return cls(times=times, offsets=offsets, role=role, born=col("born"),
+                   generation=col("generation"), totals=pd.DataFrame(totals))
+
+    def role_mask(self, roles: Sequence[str]) -> np.ndarray:
+        return np.isin(self.role, [ROLES.index(r) for r in roles])
+
+    def old(self, t_i: float, position: int) -> np.ndarray:
+        """Rows of processes born before restart ``position`` (at ``t_i``): by ``born`` where
+        known, else by ``generation`` (< position + 1)."""
+        return np.where(np.isnan(self.born), self.generation < position + 1, self.born < t_i)
+
+    def sample_at_or_after(self, t: float) -> int | None:
+        k = int(np.searchsorted(self.times, t, side="left"))
+        return k if k < len(self.times) else None
+
+    def sample_before(self, t: float) -> int | None:
+        k = int(np.searchsorted(self.times, t, side="left")) - 1
+        return k if k >= 0 else None
+
+
+def default_app_roles(census: Census) -> tuple[str, ...]:
+    """``("app",)`` when the census saw any ``app`` process, else ``("main",)`` (wasmtime)."""
+    return ("app",) if (census.role == ROLES.index("app")).any() else ("main",)
+
+
+def idle_count(census: Census, windows: Windows, roles: Sequence[str]) -> float:
+    """App processes in the last sample before the first restart (NaN without one)."""
+    k = census.sample_before(windows.first) if len(windows) else None
+    if k is None:
+        return np.nan
+    rows = slice(census.offsets[k], census.offsets[k + 1])
+    return float(np.count_nonzero(census.role_mask(roles)[rows]))
+
+
+def configured_counts(scenario: dict[str, Any] | None, n_restarts: int,
+                      fallback: float) -> tuple[np.ndarray, str]:
+    """The app process count each restart should settle at, and where it came from.
+
+    The scenario's ``processes`` may be an int (all restarts) or a list (one per restart, the
+    last repeated); anything else falls back to the idle count.
+    """
+    value = (scenario or {}).get("processes")
+    if isinstance(value, bool):
+        value = None
+    if isinstance(value, (int, float)):
+        return np.full(n_restarts, float(value)), "scenario"
+    if isinstance(value, list) and value and all(isinstance(v, (int, float)) for v in value):
+        counts = [float(value[min(i, len(value) - 1)]) for i in range(n_restarts)]
+        return np.asarray(counts, dtype="float64"), "scenario"
+    return np.full(n_restarts, fallback), "idle"
+
+
+def census_stats(census: Census, windows: Windows, app_roles: Sequence[str], grace_s: float,
+                 counts: np.ndarray) -> pd.DataFrame:
+    """Per restart: ``lingering``, ``lingering_prototype``, ``settle_s`` and the tree totals
+    sampled just before the restart (``tree_<metric>_before``).
+
+    ``lingering``: processes of ``app_roles`` born before ``t_i`` present in the first sample at
+    or after ``t_i + grace_s`` (NaN if the census ended before then). ``settle_s``: from ``t_i``
+    to the first sample at or after it with exactly ``counts[i]`` app processes and none born
+    before ``t_i`` (NaN if never).
+    """
+    r = len(windows)
+    app = census.role_mask(app_roles)
+    proto = census.role_mask(("prototype",))
+    lingering = np.full(r, np.nan)
+    lingering_proto = np.full(r, np.nan)
+    settle = np.full(r, np.nan)
+    n_app, min_born, min_gen = _app_sample_stats(census, app)
+    for p, t_i in enumerate(windows.starts):
+        k = census.sample_at_or_after(t_i + grace_s)
+        if k is not None:
+            rows = slice(census.offsets[k], census.offsets[k + 1])
+            old = census.old(t_i, p)[rows]
+            lingering[p] = np.count_nonzero(old & app[rows])
+            lingering_proto[p] = np.count_nonzero(old & proto[rows])
+        k0 = census.sample_at_or_after(t_i)
+        if k0 is not None and np.isfinite(counts[p]):
+            ok = (n_app[k0:] == counts[p]) & (min_born[k0:] >= t_i) & (min_gen[k0:] >= p + 1)
+            hit = np.flatnonzero(ok)
+            if len(hit):
+                settle[p] = census.times[k0 + hit[0]] - t_i
+    out = pd.DataFrame({"lingering": pd.array(lingering, dtype="Float64").astype("Int64"),
+                        "lingering_prototype": pd.array(lingering_proto, dtype="Float64").astype("Int64"),
+                        "settle_s": settle})
+    for name in ("processes", *TREE_METRICS):
+        out[f"tree_{name}_before"] = values_before(census, name, windows.starts)
+    return out
+
+
+def _app_sample_stats(census: Census, app: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per sample: app process count, earliest known ``born`` and lowest ``generation`` of the
+    app processes whose ``born`` is unknown (+inf where there are none)."""
+    k = len(census)
+    sample = np.repeat(np.arange(k), np.diff(census.offsets))[app]
+    n_app = np.bincount(sample, minlength=k).astype("float64")
+    born = census.born[app]
+    gen = census.generation[app]
+    min_born = np.full(k, np.inf)
+    min_gen = np.full(k, np.inf)
+    known = ~np.isnan(born)
+    _group_min(min_born, sample[known], born[known])
+    unknown = ~known & ~np.isnan(gen)
+    _group_min(min_gen, sample[unknown], gen[unknown])
+    return n_app, min_born, min_gen
+
+
+def values_before(census: Census, name: str, times: np.ndarray) -> np.ndarray:
+    """The tree total ``name`` in the last sample (with a value) strictly before each time."""
+    series = census.totals[["t", name]].dropna()
+    t = series["t"].to_numpy()
+    k = np.searchsorted(t, times, side="left") - 1
+    out = np.full(len(times), np.nan)
+    found = k >= 0
+    out[found] = series[name].to_numpy(dtype="float64")[k[found]]
+    return out
+
+
+# -- retention --------------------------------------------------------------------------------
+
+def slope(y: np.ndarray) -> float:
+    """Least-squares slope of ``y`` against its position (per restart); NaN with < 2 points."""
+    x = np.arange(len(y), dtype="float64")
+    keep = np.isfinite(y)
+    if np.count_nonzero(keep) < 2:
+        return np.nan
+    x, y = x[keep], y[keep]
+    x = x - x.mean()
+    return float((x * (y - y.mean())).sum() / (x * x).sum())
+
+
+def retention(census: Census, windows: Windows, before: pd.DataFrame) -> dict[str, Any]:
+    """Tree totals at idle (last sample before the first restart; with no restarts, the last
+    sample) and at the end (last sample), and their slope per restart.
+
+    The slope fits the value just before each restart plus the value at the end, against
+    0, 1, ..., n (bytes/restart, fds/restart); NaN with fewer than two points.
+    """
+    idle_t = windows.first if len(windows) else np.inf
+    out: dict[str, Any] = {"idle": {}, "end": {}, "slope_per_restart": {}, "points": {}}
+    for name in ("processes", *TREE_METRICS):
+        series = census.totals[["t", name]].dropna()
+        t = series["t"].to_numpy()
+        v = series[name].to_numpy(dtype="float64")
+        k = int(np.searchsorted(t, idle_t, side="left")) - 1
+        out["idle"][name] = float(v[k]) if k >= 0 else np.nan
+        out["end"][name] = float(v[-1]) if len(v) else np.nan
+        points = np.append(before[f"tree_{name}_before"].to_numpy(dtype="float64"),
+                           out["end"][name]) if len(windows) else np.array([])
+        out["slope_per_restart"][name] = slope(points)
+        out["points"][name] = int(np.isfinite(points).sum())
+    out["idle"]["t"] = _sample_time(census, idle_t)
+    out["end"]["t"] = float(census.times[-1]) if len(census) else np.nan
+    return out
+
+
+def _sample_time(census: Census, before: float) -> float:
+    k = int(np.searchsorted(census.times, before, side="left")) - 1
+    return float(census.times[k]) if k >= 0 else np.nan

@@ -1,0 +1,199 @@
+"""One run's metrics as a JSON-able dict (summary.json): overall, per phase, per restart, retention."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from restartbench.results import Run, write_json
+
+from . import metrics
+from .windows import Windows, restart_windows
+
+#: Bumped when the layout of summary.json changes; cached summaries of another format are redone.
+SUMMARY_FORMAT = 1
+
+TARGET_KEYS = ("kind", "name", "version", "arch", "emulated")
+
+
+@dataclass
+class Analysis:
+    """Everything computed for one run; ``summary()`` turns it into summary.json's dict."""
+
+    run: Run
+    params: dict[str, Any]
+    requests: metrics.Requests
+    windows: Windows
+    phase: np.ndarray
+    restart_pos: np.ndarray
+    census: metrics.Census
+    phases: dict[str, dict[str, Any]]
+    restarts: pd.DataFrame
+    retention: dict[str, Any]
+    overall: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        return jsonable({
+            "summary_format": SUMMARY_FORMAT,
+            "params": self.params,
+            "run": run_info(self.run),
+            "overall": self.overall,
+            "phases": self.phases,
+            "restarts": self.restarts.to_dict(orient="records"),
+            "retention": self.retention,
+        })
+
+
+def analyze(run: Run, window_s: float = 5.0, grace_s: float = 5.0, warmup_s: float = 0.0,
+            app_roles: Sequence[str] | None = None, timeout_s: float | None = None) -> Analysis:
+    """Read a run's files and compute all metrics (see DESIGN.md "Metrics" and metrics.py)."""
+    scenario = run.meta.get("scenario") or {}
+    req = metrics.Requests.from_frame(run.requests())
+    restarts = run.restarts()
+    census = metrics.Census.from_frame(run.processes())
+    windows = restart_windows(restarts, window_s)
+    roles = tuple(app_roles) if app_roles else metrics.default_app_roles(census)
+    if timeout_s is None:
+        timeout_s = metrics.infer_timeout_s(req, scenario)
+
+    phases, phase, pos = metrics.phase_table(req, windows, warmup_s, timeout_s)
+    idle = metrics.idle_count(census, windows, roles)
+    counts, count_source = metrics.configured_counts(scenario, len(windows), idle)
+    table = restart_table(restarts, windows, req, phase, pos, census, roles, grace_s, counts)
+    retention = metrics.retention(census, windows, table)
+    params = {"window_s": window_s, "grace_s": grace_s, "warmup_s": warmup_s,
+              "app_roles": list(roles), "timeout_s": timeout_s,
+              "configured_processes": float(counts[0]) if len(counts) else idle,
+              "configured_processes_source": count_source}
+    analysis = Analysis(run=run, params=params, requests=req, windows=windows, phase=phase,
+                        restart_pos=pos, census=census, phases=phases, restarts=table,
+                        retention=retention)
+    analysis.overall = overall(analysis, unplaced=len(restarts) - len(windows))
+    return analysis
+
+
+def restart_table(restarts: pd.DataFrame, windows: Windows, req: metrics.Requests,
+                  phase: np.ndarray, pos: np.ndarray, census: metrics.Census,
+                  app_roles: Sequence[str], grace_s: float, counts: np.ndarray) -> pd.DataFrame:
+    """One row per restart (in time order): restarts.csv fields, restart_api_s, window stats,
+    lingering, settle and the tree totals just before it."""
+    rows = restarts.iloc[windows.order].reset_index(drop=True)
+    t_sent = rows["t_sent"].to_numpy(dtype="float64", na_value=np.nan)
+    t_done = rows["t_done"].to_numpy(dtype="float64", na_value=np.nan)
+    head = pd.DataFrame({
+        "index": rows["index"].astype("Int64"),
+        "kind": rows["kind"].astype(object),
+        "t_sent": t_sent, "t_done": t_done, "restart_api_s": t_done - t_sent,
+        "http_status": rows["http_status"].astype("Int64"),
+    })
+    return pd.concat([head, metrics.window_stats(req, windows, phase, pos),
+                      metrics.census_stats(census, windows, app_roles, grace_s, counts)], axis=1)
+
+
+def overall(a: Analysis, unplaced: int = 0) -> dict[str, Any]:
+    """Run-level numbers: all requests, plus the headline restart metrics."""
+    begin, end = a.requests.span()
+    duration = end - begin if np.isfinite(end - begin) else 0.0
+    placed = a.phase >= 0
+    out = metrics.request_stats(a.requests, placed, duration, a.params["timeout_s"])
+    t = a.restarts
+    rec = t["recovery_s"].to_numpy(dtype="float64")[t["recovered"].to_numpy(dtype=bool)]
+    r50, r95 = metrics.quantiles(rec, (50, 95))
+    api = t["restart_api_s"].to_numpy(dtype="float64")
+    settle = t["settle_s"].to_numpy(dtype="float64")
+    out.update({
+        "restarts": len(t), "restarts_unplaced": unplaced,
+        "recovered": int(t["recovered"].sum()), "unrecovered": int((~t["recovered"]).sum()),
+        "unrecovered_truncated": int((~t["recovered"] & t["window_truncated"]).sum()),
+        "recovery_p50_s": r50, "recovery_p95_s": r95, "recovery_max_s": _max(rec),
+        "restart_api_p50_s": metrics.quantiles(api, (50,))[0], "restart_api_max_s": _max(api),
+        "restart_http_errors": int((t["http_status"] >= 400).fillna(False).sum()),
+        "lingering_max": _count(_max(t["lingering"].to_numpy(dtype="float64", na_value=np.nan))),
+        "lingering_prototype_max": _count(_max(t["lingering_prototype"].to_numpy(dtype="float64",
+                                                                                 na_value=np.nan))),
+        "settle_p95_s": metrics.quantiles(settle, (95,))[0],
+        "unsettled": int(np.isnan(settle).sum()),
+        "steady_timeout_rate": a.phases["before"]["timeout_rate"],
+        "steady_error_rate": a.phases["before"]["error_rate"],
+        "window_timeout_rate": a.phases["windows"]["timeout_rate"],
+        "window_error_rate": a.phases["windows"]["error_rate"],
+        "after_timeout_rate": a.phases["after"]["timeout_rate"],
+        "after_error_rate": a.phases["after"]["error_rate"],
+        "rss_slope": a.retention["slope_per_restart"]["rss"],
+        "fd_slope": a.retention["slope_per_restart"]["num_fds"],
+    })
+    return out
+
+
+def _max(values: np.ndarray) -> float:
+    values = values[np.isfinite(values)]
+    return float(values.max()) if len(values) else np.nan
+
+
+def _count(value: float) -> int | float:
+    return int(value) if np.isfinite(value) else value
+
+
+def run_info(run: Run) -> dict[str, Any]:
+    """The essentials of run.json a reader of the summary needs to tell runs apart."""
+    meta = run.meta
+    target = meta.get("target") or {}
+    scenario = meta.get("scenario") or {}
+    return {
+        "run_id": meta.get("run_id", run.path.name),
+        "status": run.status,
+        "reason": meta.get("reason"),
+        "target": {k: target.get(k) for k in TARGET_KEYS} | {"emulated": bool(target.get("emulated"))},
+        "scenario": scenario.get("name"),
+        "t0_wall": meta.get("t0_wall"),
+        "duration_s": meta.get("duration_s"),
+    }
+
+
+def summarize(run: Run, window_s: float = 5.0, grace_s: float = 5.0, **options: Any) -> dict[str, Any]:
+    """The run's metrics as a JSON-able dict (NaN -> None). ``options``: warmup_s, app_roles,
+    timeout_s (see ``analyze``)."""
+    return analyze(run, window_s=window_s, grace_s=grace_s, **options).summary()
+
+
+def write_summary(run: Run, window_s: float = 5.0, grace_s: float = 5.0, **options: Any) -> Path:
+    """Write ``summary.json`` into the run's directory (atomically) and return its path."""
+    path = Path(run.path) / "summary.json"
+    write_json(path, summarize(run, window_s=window_s, grace_s=grace_s, **options))
+    return path
+
+
+def cached_summary(run: Run, window_s: float = 5.0, grace_s: float = 5.0) -> dict[str, Any]:
+    """summary.json if it was written by this format with these parameters, else a fresh one."""
+    cached = run.summary()
+    if cached and cached.get("summary_format") == SUMMARY_FORMAT:
+        params = cached.get("params") or {}
+        if params.get("window_s") == window_s and params.get("grace_s") == grace_s \
+                and not params.get("warmup_s"):
+            cached["run"]["status"] = run.status  # a crashed orchestrator is found at read time
+            return cached
+    return summarize(run, window_s=window_s, grace_s=grace_s)
+
+
+def jsonable(obj: Any) -> Any:
+    """``obj`` with numpy/pandas scalars made plain and NaN/inf/NA made None."""
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return [jsonable(v) for v in obj.tolist()]
+    if obj is None or obj is pd.NA or obj is pd.NaT:
+        return None
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if isinstance(obj, (int, np.integer)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if math.isfinite(obj) else None
+    return obj
