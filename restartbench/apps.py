@@ -11,18 +11,21 @@ request N ms, capped at 60000, then 200; missing or malformed ``ms`` is 400) and
 Variants of one source (``hello`` and ``hello-b``) differ only in a ``{{TAG}}`` substituted into the
 source template at build time, so a component swap can be told apart by the response body.
 
-The WIT worlds import only the WASI 0.2.0 interfaces they need, so the components run on every host
-from NGINX Unit 1.32 (wasmtime 17, wasi:http 0.2.0 exactly) on. The official ``wasi:*@0.2.0`` WIT
-packages are not vendored: each build copies the ones its world references (transitively) from
-:func:`restartbench.tools.wasi_wit_deps` into a temporary ``deps/`` dir.
+The WIT worlds import only the WASI 0.2.0 interfaces they need, so the WAT components run on every
+host from NGINX Unit 1.32 (wasmtime 17, wasi:http 0.2.0 exactly) on. componentize-py apps import the
+WASI version of the runtime it bundles instead (``AppSpec.wasi_version``), which old hosts lack.
+The official ``wasi:*@0.2.0`` WIT packages are not vendored: each build copies the ones its world
+references (transitively) from :func:`restartbench.tools.wasi_wit_deps` into a temporary ``deps/``.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 import types
 from collections.abc import Mapping
@@ -63,6 +66,7 @@ class AppSpec:
     world: str = "hello"                 # world in ``source/wit``
     params: Mapping[str, str] = field(default_factory=dict)   # template substitutions
     wasmtime_flags: tuple[str, ...] = ()  # extra `wasmtime serve` flags, e.g. ("-S", "cli")
+    wasi_version: str = "0.2.0"          # the WASI version its imports name; hosts must provide it
 
     def sources(self) -> list[Path]:
         """Every file whose change makes the built component stale (this module included)."""
@@ -81,6 +85,10 @@ APPS: Mapping[str, AppSpec] = types.MappingProxyType({s.name: s for s in (
           params={"TAG": "a"}),
     _spec("hello-b", "hello", "the same as hello with body variant (b), for component swaps",
           params={"TAG": "b"}),
+    _spec("pyhello", "pyhello", "componentize-py (CPython) wasi:http handler, ~18 MB: its Cranelift "
+          "compile dominates restart downtime", builder="componentize-py", template="app.py.in",
+          world="pyhello", params={"TAG": "py"}, wasmtime_flags=("-S", "cli"),
+          wasi_version="0.2.9"),     # componentize-py 0.25.1's runtime lifts every import to 0.2.9
 )})
 
 
@@ -192,7 +200,26 @@ def _build_wat(spec: AppSpec, work: Path, out: Path) -> None:
          f"wasm-tools component new ({spec.name})", hint)
 
 
-_BUILDERS = {"wat": _build_wat}
+def _build_componentize_py(spec: AppSpec, work: Path, out: Path) -> None:
+    if importlib.util.find_spec("componentize_py") is None:
+        raise AppBuildError(f"componentize-py is needed to build {spec.name}: run `make venv` "
+                            "(pyproject.toml pins it) or `.venv/bin/pip install -e .`")
+    wit = assemble_wit(spec, work / "wit")
+    pkg = work / "py"
+    pkg.mkdir()
+    module = spec.template.removesuffix(".in").removesuffix(".py")
+    (pkg / f"{module}.py").write_text(render((spec.source / spec.template).read_text(), spec.params))
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
+    _run([sys.executable, "-c", _COMPONENTIZE_PY, "-q", "-d", str(wit), "-w", spec.world,
+          "componentize", module, "-p", str(pkg), "-o", str(out)],
+         f"componentize-py ({spec.name})", f"fix {spec.source / spec.template} or {spec.source / 'wit'}",
+         cwd=pkg, env=env)
+
+
+# componentize-py's console script, run with this interpreter (the package has no __main__)
+_COMPONENTIZE_PY = "import sys; from componentize_py import script; sys.argv[0] = 'componentize-py'; sys.exit(script())"
+
+_BUILDERS = {"wat": _build_wat, "componentize-py": _build_componentize_py}
 
 
 def _wasm_tools() -> str:
@@ -209,10 +236,12 @@ def _wasi_deps() -> Path:
         raise AppBuildError(str(e)) from e
 
 
-def _run(argv: list[str], what: str, hint: str, cwd: Path | None = None) -> None:
+def _run(argv: list[str], what: str, hint: str, cwd: Path | None = None,
+         env: dict[str, str] | None = None) -> None:
     """Run a build step; on failure raise AppBuildError with its output and ``hint``."""
     try:
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S, cwd=cwd)
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S, cwd=cwd,
+                              env=env)
     except (OSError, subprocess.TimeoutExpired) as e:
         raise AppBuildError(f"{what} could not run: {e}; {hint}") from e
     if proc.returncode != 0:
