@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import http.client
 import importlib.util
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -181,3 +183,14 @@ def test_template_errors_are_build_errors():
         apps.render("{{MISSING}}", {"TAG": "a"})
     with pytest.raises(apps.AppBuildError, match="must match"):
         apps.render("{{TAG}}", {"TAG": 'a"b'})
+
+
+def test_a_broken_source_is_a_build_error_naming_the_step_and_the_fix(tmp_path):
+    spec = apps.app_spec("hello")
+    src = tmp_path / "src"
+    shutil.copytree(spec.source, src)
+    (src / spec.template).write_text("(module (func $f (call $missing)))")
+    broken = dataclasses.replace(spec, source=src)
+    (tmp_path / "work").mkdir()
+    with pytest.raises(apps.AppBuildError, match=r"(?s)component embed.*failed.*what to do: fix .*hello\.wat\.in"):
+        apps._BUILDERS[broken.builder](broken, tmp_path / "work", tmp_path / "out.wasm")
