@@ -287,22 +287,31 @@ def idle_count(census: Census, windows: Windows, roles: Sequence[str]) -> float:
     return float(np.count_nonzero(census.role_mask(roles)[rows]))
 
 
-def configured_counts(scenario: dict[str, Any] | None, n_restarts: int,
+def configured_counts(scenario: dict[str, Any] | None, kinds: Sequence[Any],
                       fallback: float) -> tuple[np.ndarray, str]:
     """The app process count each restart should settle at, and where it came from.
 
-    The scenario's ``processes`` may be an int (all restarts) or a list (one per restart, the
-    last repeated); anything else falls back to the idle count.
+    The scenario's ``processes`` (an int) is the count; restarts of kind ``processes`` change it
+    as restartbench.scenarios plans them: the n-th such action (from 0) sets ``processes + 1``
+    when n is even and ``processes`` when odd, and the count holds until the next one. A list
+    gives one count per restart (the last repeated). Without either, the idle count is used.
     """
+    n_restarts = len(kinds)
     value = (scenario or {}).get("processes")
     if isinstance(value, bool):
         value = None
-    if isinstance(value, (int, float)):
-        return np.full(n_restarts, float(value)), "scenario"
     if isinstance(value, list) and value and all(isinstance(v, (int, float)) for v in value):
         counts = [float(value[min(i, len(value) - 1)]) for i in range(n_restarts)]
         return np.asarray(counts, dtype="float64"), "scenario"
-    return np.full(n_restarts, fallback), "idle"
+    if not isinstance(value, (int, float)):
+        return np.full(n_restarts, fallback), "idle"
+    counts, current, nth = [], float(value), 0
+    for kind in kinds:
+        if kind == "processes":
+            current = float(value) + (1.0 if nth % 2 == 0 else 0.0)
+            nth += 1
+        counts.append(current)
+    return np.asarray(counts, dtype="float64"), "scenario"
 
 
 def census_stats(census: Census, windows: Windows, app_roles: Sequence[str], grace_s: float,

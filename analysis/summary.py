@@ -49,10 +49,19 @@ class Analysis:
         })
 
 
-def analyze(run: Run, window_s: float = 5.0, grace_s: float = 5.0, warmup_s: float = 0.0,
-            app_roles: Sequence[str] | None = None, timeout_s: float | None = None) -> Analysis:
-    """Read a run's files and compute all metrics (see DESIGN.md "Metrics" and metrics.py)."""
+def analyze(run: Run, window_s: float | None = None, grace_s: float | None = None,
+            warmup_s: float = 0.0, app_roles: Sequence[str] | None = None,
+            timeout_s: float | None = None) -> Analysis:
+    """Read a run's files and compute all metrics (see DESIGN.md "Metrics" and metrics.py).
+
+    ``window_s``/``grace_s`` default to the scenario's (run.json), else 5 s. ``warmup_s``: requests
+    started before it (and before the first restart) are left out of the steady state.
+    ``app_roles``: whose processes count for lingering and settle (default ``app`` if the census
+    saw any, else ``main``). ``timeout_s``: the client timeout for the coordinated-omission
+    corrected timeouts (default: the scenario's, else inferred from ``timeout`` rows).
+    """
     scenario = run.meta.get("scenario") or {}
+    window_s, grace_s = analysis_params(scenario, window_s, grace_s)
     req = metrics.Requests.from_frame(run.requests())
     restarts = run.restarts()
     census = metrics.Census.from_frame(run.processes())
@@ -63,7 +72,8 @@ def analyze(run: Run, window_s: float = 5.0, grace_s: float = 5.0, warmup_s: flo
 
     phases, phase, pos = metrics.phase_table(req, windows, warmup_s, timeout_s)
     idle = metrics.idle_count(census, windows, roles)
-    counts, count_source = metrics.configured_counts(scenario, len(windows), idle)
+    kinds = restarts["kind"].to_numpy(dtype=object)[windows.order]
+    counts, count_source = metrics.configured_counts(scenario, kinds, idle)
     table = restart_table(restarts, windows, req, phase, pos, census, roles, grace_s, counts)
     retention = metrics.retention(census, windows, table)
     params = {"window_s": window_s, "grace_s": grace_s, "warmup_s": warmup_s,
@@ -75,6 +85,17 @@ def analyze(run: Run, window_s: float = 5.0, grace_s: float = 5.0, warmup_s: flo
                         retention=retention)
     analysis.overall = overall(analysis, unplaced=len(restarts) - len(windows))
     return analysis
+
+
+def analysis_params(scenario: dict[str, Any], window_s: float | None,
+                    grace_s: float | None) -> tuple[float, float]:
+    """W and grace: as given, else the scenario's, else 5 s."""
+    def pick(given: float | None, key: str) -> float:
+        if given is not None:
+            return float(given)
+        value = scenario.get(key)
+        return float(value) if isinstance(value, (int, float)) and value > 0 else 5.0
+    return pick(window_s, "window_s"), pick(grace_s, "grace_s")
 
 
 def restart_table(restarts: pd.DataFrame, windows: Windows, req: metrics.Requests,
@@ -155,22 +176,25 @@ def run_info(run: Run) -> dict[str, Any]:
     }
 
 
-def summarize(run: Run, window_s: float = 5.0, grace_s: float = 5.0, **options: Any) -> dict[str, Any]:
-    """The run's metrics as a JSON-able dict (NaN -> None). ``options``: warmup_s, app_roles,
-    timeout_s (see ``analyze``)."""
+def summarize(run: Run, window_s: float | None = None, grace_s: float | None = None,
+              **options: Any) -> dict[str, Any]:
+    """The run's metrics as a JSON-able dict (NaN -> None). W and grace default to the scenario's,
+    else 5 s; ``options``: warmup_s, app_roles, timeout_s (see ``analyze``)."""
     return analyze(run, window_s=window_s, grace_s=grace_s, **options).summary()
 
 
-def write_summary(run: Run, window_s: float = 5.0, grace_s: float = 5.0, **options: Any) -> Path:
+def write_summary(run: Run, window_s: float | None = None, grace_s: float | None = None,
+                  **options: Any) -> Path:
     """Write ``summary.json`` into the run's directory (atomically) and return its path."""
     path = Path(run.path) / "summary.json"
     write_json(path, summarize(run, window_s=window_s, grace_s=grace_s, **options))
     return path
 
 
-def cached_summary(run: Run, window_s: float = 5.0, grace_s: float = 5.0) -> dict[str, Any]:
+def cached_summary(run: Run, window_s: float | None = None, grace_s: float | None = None) -> dict[str, Any]:
     """summary.json if it was written by this format with these parameters, else a fresh one."""
     cached = run.summary()
+    window_s, grace_s = analysis_params(run.meta.get("scenario") or {}, window_s, grace_s)
     if cached and cached.get("summary_format") == SUMMARY_FORMAT:
         params = cached.get("params") or {}
         if params.get("window_s") == window_s and params.get("grace_s") == grace_s \

@@ -146,7 +146,8 @@ def write_run(root: Path, run_id: str = "run1", *, requests: pd.DataFrame | None
               status: str = "complete", target: dict[str, Any] | None = None,
               scenario: dict[str, Any] | None = None, fmt: Any = FORMAT,
               meta: dict[str, Any] | None = None):
-    """Write a results directory; a frame passed as None is left out (as in an interrupted run)."""
+    """Write a results directory and open it (its path if ``fmt`` is not readable); a frame
+    passed as None is left out, as in an interrupted run."""
     path = Path(root) / run_id
     path.mkdir(parents=True)
     write_json(path / "run.json", {
@@ -161,7 +162,7 @@ def write_run(root: Path, run_id: str = "run1", *, requests: pd.DataFrame | None
         write_frame(path / "restarts.csv", restarts, RESTART_COLUMNS)
     if processes is not None:
         write_frame(path / "processes.parquet", processes, PROCESS_COLUMNS)
-    return read_run(path)
+    return read_run(path) if fmt == FORMAT else path
 
 
 def clean_run(root: Path, run_id: str = "clean", restarts: Sequence[float] = (10.0, 15.0, 20.0),
