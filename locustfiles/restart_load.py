@@ -29,11 +29,11 @@ _recorder: Recorder | None = None
 
 @events.init_command_line_parser.add_listener
 def _add_arguments(parser):
-    group = parser.add_argument_group("restartbench")
+    group = parser
     group.add_argument("--request-timeout", type=float, default=2.0, include_in_web_ui=True,
                        help="seconds before a request counts as a timeout (default 2)")
     group.add_argument("--sleep-share", type=float, default=0.1, include_in_web_ui=True,
-                       help="share of requests to /sleep?ms=SLEEP_MS, held open by the app (default 0.1)")
+                       help="share of users that request /sleep?ms=SLEEP_MS, held open by the app (default 0.1)")
     group.add_argument("--sleep-ms", type=int, default=500, include_in_web_ui=True,
                        help="how long /sleep requests are held (default 500)")
     group.add_argument("--rate", type=float, default=0.0, include_in_web_ui=True,
@@ -49,9 +49,13 @@ def _on_init(environment, **_kw):
     opts = environment.parsed_options
     if opts is None:
         return
-    AppUser.network_timeout = AppUser.connection_timeout = opts.request_timeout
+    _Base.network_timeout = _Base.connection_timeout = opts.request_timeout
+    HoldUser.path = f"/sleep?ms={opts.sleep_ms}"
+    if opts.num_users and opts.num_users >= 2:   # a whole number of holders, at least one
+        HoldUser.fixed_count = max(1 if opts.sleep_share > 0 else 0, round(opts.num_users * opts.sleep_share))
+        AppUser.fixed_count = opts.num_users - HoldUser.fixed_count
     if opts.rate > 0:
-        AppUser.concurrency = 1000
+        _Base.concurrency = 1000
     if opts.record_dir and _recorder is None and not _is_master(environment):
         _recorder = Recorder(opts.record_dir, opts.t0 or time.monotonic())
         environment.events.request.add_listener(_recorder.on_request)
@@ -76,17 +80,18 @@ def _on_quit(environment, **_kw):
         _recorder.close()
 
 
-class AppUser(FastHttpUser):
-    """Requests ``/`` and, for a share of requests, ``/sleep?ms=N`` (held open across restarts)."""
+class _Base(FastHttpUser):
+    """Shared by both user kinds: short timeouts, closed or open model."""
 
+    abstract = True
     wait_time = constant(0)
     network_timeout = 2.0
     connection_timeout = 2.0
+    path = "/"
+    name = "/"
 
     def on_start(self):
         opts = self.environment.parsed_options
-        self.sleep_share = opts.sleep_share if opts else 0.1
-        self.sleep_path = f"/sleep?ms={opts.sleep_ms if opts else 500}"
         users = max(1, (opts.num_users if opts else 1) or 1)
         self.interval = users / opts.rate if opts and opts.rate > 0 else 0.0
         self.pool = Pool()
@@ -95,12 +100,9 @@ class AppUser(FastHttpUser):
         self.pool.kill(block=False)
 
     def request_once(self, t_intended: float | None = None):
-        """One request to ``/`` or ``/sleep``; the recorder sees it through Locust's request event."""
+        """One request; the recorder sees it through Locust's request event."""
         context = {} if t_intended is None else {"t_intended": t_intended}
-        if random.random() < self.sleep_share:
-            self.client.get(self.sleep_path, name="/sleep", context=context)
-        else:
-            self.client.get("/", name="/", context=context)
+        self.client.get(self.path, name=self.name, context=context)
 
     @task
     def load(self):
@@ -115,3 +117,16 @@ class AppUser(FastHttpUser):
                 gevent.sleep(delay)
             self.pool.spawn(self.request_once, intended)
             intended += self.interval
+
+
+class AppUser(_Base):
+    """Requests ``/`` back to back: the throughput and availability signal."""
+
+    weight = 9
+
+
+class HoldUser(_Base):
+    """Requests ``/sleep?ms=N``: keeps requests in flight across every restart."""
+
+    weight = 1
+    name = "/sleep"

@@ -44,7 +44,9 @@ class WasmtimeTarget:
     def __init__(self, installation: Installation, component: Path, workdir: Path, *,
                  host: str = "127.0.0.1", port: int | None = None, serve_flags: tuple[str, ...] = (),
                  restart_mode: str = "term", cache: bool = False, ready_timeout_s: float = 60.0,
-                 drain_timeout_s: float = 2.0, env: dict[str, str] | None = None):
+                 drain_timeout_s: float = 2.0, env: dict[str, str] | None = None, processes: int = 1):
+        if processes != 1:
+            raise TargetError("wasmtime serve runs one process: use processes = 1 (process counts are Unit's)")
         if restart_mode not in RESTART_MODES:
             raise ValueError(f"restart mode {restart_mode!r}: use one of {', '.join(RESTART_MODES)}")
         self.installation = installation

