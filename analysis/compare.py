@@ -1,0 +1,194 @@
+"""Compare many runs: one row per (host, target, version, arch, emulated, scenario), repeated runs
+aggregated as a mean with a 95% bootstrap confidence interval.
+
+Runs under emulation (run.json ``target.emulated``) are labelled so. Their process counts and
+lingering compare with native runs; their timings (rates of timeouts, recovery, throughput) do
+not, and every such cell says so.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+from rich.table import Table
+
+from restartbench.results import Run, read_run, write_atomic
+
+from .summary import cached_summary
+
+KEYS = ("host", "target", "version", "arch", "emulated", "scenario")
+
+
+@dataclass(frozen=True)
+class Metric:
+    key: str          # column name, and the key in summary["overall"]
+    title: str
+    unit: str         # "rate" | "s" | "bytes" | "count" | "fds" | "rps"
+    timing: bool      # depends on speed: not comparable between emulated and native
+
+
+HEADLINE = (
+    Metric("window_timeout_rate", "window timeouts", "rate", True),
+    Metric("recovery_p95_s", "recovery p95", "s", True),
+    Metric("lingering_max", "lingering max", "count", False),
+    Metric("rss_slope", "RSS/restart", "bytes", False),
+    Metric("fd_slope", "fds/restart", "fds", False),
+    Metric("rps", "req/s", "rps", True),
+)
+TIMING_NOTE = ("emulated: timing columns ({}) are not comparable with native runs; "
+               "process counts and lingering are")
+
+
+def bootstrap_ci(values: np.ndarray, n_boot: int = 2000, seed: int = 0,
+                 level: float = 0.95) -> tuple[float, float, float]:
+    """Mean and percentile bootstrap CI of the finite ``values`` (NaN CI for fewer than two)."""
+    values = np.asarray(values, dtype="float64")
+    values = values[np.isfinite(values)]
+    if not len(values):
+        return np.nan, np.nan, np.nan
+    mean = float(values.mean())
+    if len(values) < 2:
+        return mean, np.nan, np.nan
+    rng = np.random.default_rng(seed)
+    means = values[rng.integers(0, len(values), size=(n_boot, len(values)))].mean(axis=1)
+    tail = (1.0 - level) / 2 * 100
+    lo, hi = np.percentile(means, [tail, 100 - tail])
+    return mean, float(lo), float(hi)
+
+
+def run_row(run: Run, summary: dict[str, Any]) -> dict[str, Any]:
+    """A run's key columns and headline metrics (NaN where the summary has None)."""
+    target = (run.meta.get("target") or {})
+    scenario = run.meta.get("scenario") or {}
+    row = {"host": target.get("kind") or "", "target": str(target.get("name") or ""),
+           "version": str(target.get("version") or ""), "arch": target.get("arch") or "",
+           "emulated": bool(target.get("emulated")), "scenario": scenario.get("name") or "",
+           "run_id": run.run_id, "status": run.status}
+    overall = summary.get("overall") or {}
+    for m in HEADLINE:
+        value = overall.get(m.key)
+        row[m.key] = np.nan if value is None else float(value)
+    row["unrecovered"] = overall.get("unrecovered") or 0
+    return row
+
+
+def load_runs(paths: Iterable[Path | str | Run]) -> list[Run]:
+    """Open runs given as paths (or already opened)."""
+    return [p if isinstance(p, Run) else read_run(p) for p in paths]
+
+
+def runs_frame(runs: Sequence[Run | Path | str], window_s: float | None = None,
+               grace_s: float | None = None) -> pd.DataFrame:
+    """One row per run with its key columns and headline metrics."""
+    rows = [run_row(run, cached_summary(run, window_s, grace_s)) for run in load_runs(runs)]
+    columns = [*KEYS, "run_id", "status", *(m.key for m in HEADLINE), "unrecovered"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def compare_table(runs: Sequence[Run | Path | str], window_s: float | None = None,
+                  grace_s: float | None = None, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """One row per (host, target, version, arch, emulated, scenario): ``runs``, ``incomplete``,
+    ``unrecovered`` (summed), and for each headline metric its mean and ``<metric>_lo``/``_hi``
+    (95% bootstrap CI of the mean over the group's runs; NaN with one run). ``label`` names the
+    group, ``note`` flags emulated rows; ``df.attrs["notes"]`` holds the table's notes."""
+    per_run = runs_frame(runs, window_s, grace_s)
+    out = []
+    for key, group in per_run.groupby(list(KEYS), sort=True, dropna=False):
+        row: dict[str, Any] = dict(zip(KEYS, key))
+        row["label"] = label(row)
+        row["runs"] = len(group)
+        row["incomplete"] = int((group["status"] != "complete").sum())
+        row["unrecovered"] = int(group["unrecovered"].sum())
+        for m in HEADLINE:
+            row[m.key], row[f"{m.key}_lo"], row[f"{m.key}_hi"] = bootstrap_ci(
+                group[m.key].to_numpy(), n_boot=n_boot, seed=seed)
+        row["note"] = TIMING_NOTE.format(timing_titles()) if row["emulated"] else ""
+        out.append(row)
+    columns = ["label", *KEYS, "runs", "incomplete", "unrecovered",
+               *(c for m in HEADLINE for c in (m.key, f"{m.key}_lo", f"{m.key}_hi")), "note"]
+    df = pd.DataFrame(out, columns=columns)
+    df.attrs["notes"] = table_notes(df)
+    return df
+
+
+def timing_titles() -> str:
+    return ", ".join(m.title for m in HEADLINE if m.timing)
+
+
+def table_notes(df: pd.DataFrame) -> list[str]:
+    """What a reader must know before comparing rows of ``df``."""
+    notes = ["mean over repeated runs, [95% bootstrap CI]; one run: no CI"]
+    if len(df) and df["emulated"].any() and not df["emulated"].all():
+        notes.append("† " + TIMING_NOTE.format(timing_titles()))
+    elif len(df) and df["emulated"].all():
+        notes.append("all runs emulated: timings are emulator timings")
+    return notes
+
+
+def label(row: dict[str, Any]) -> str:
+    """``unit@1.32.0 x86_64 (emulated)``."""
+    name = row["target"] or row["host"]
+    text = f"{row['host']}@{name}" if row["host"] and name != row["host"] else (name or "?")
+    if row["version"] and row["version"] not in text:
+        text += f" {row['version']}"
+    if row["arch"]:
+        text += f" {row['arch']}"
+    return text + (" (emulated)" if row["emulated"] else "")
+
+
+def write_csv(df: pd.DataFrame, path: Path | str) -> Path:
+    """Write the comparison as CSV, atomically."""
+    path = Path(path)
+    write_atomic(path, df.to_csv(index=False))
+    return path
+
+
+# -- presentation -----------------------------------------------------------------------------
+
+def fmt(value: Any, unit: str) -> str:
+    """A metric value for people: 0.5% / 1.23 s / 1.5 MiB / 0.10 / 123.4."""
+    if value is None or (isinstance(value, float) and not np.isfinite(value)):
+        return "–"
+    value = float(value)
+    if unit == "rate":
+        return f"{value * 100:.2f}%"
+    if unit == "s":
+        return f"{value:.3f} s" if abs(value) < 10 else f"{value:.1f} s"
+    if unit == "bytes":
+        for scale, name in ((1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")):
+            if abs(value) >= scale:
+                return f"{value / scale:.2f} {name}"
+        return f"{value:.0f} B"
+    if unit == "count":
+        return f"{value:g}"
+    if unit == "rps":
+        return f"{value:.1f}"
+    return f"{value:.2f}"
+
+
+def cell(row: pd.Series, m: Metric, mark: bool = False) -> str:
+    """``mean [lo, hi]`` of a metric in a compare row; ``mark`` adds † to a timing cell."""
+    text = fmt(row[m.key], m.unit)
+    if np.isfinite(row[f"{m.key}_lo"]):
+        text += f" [{fmt(row[f'{m.key}_lo'], m.unit)}, {fmt(row[f'{m.key}_hi'], m.unit)}]"
+    return text + (" †" if mark and m.timing else "")
+
+
+def render(df: pd.DataFrame) -> Table:
+    """The comparison as a rich Table (notes in the caption)."""
+    mixed = bool(len(df)) and df["emulated"].any() and not df["emulated"].all()
+    table = Table(title="restart behaviour by host", caption="\n".join(df.attrs.get("notes")
+                                                                        or table_notes(df)))
+    for title in ("target", "scenario", "runs"):
+        table.add_column(title, justify="right" if title == "runs" else "left")
+    for m in HEADLINE:
+        table.add_column(m.title, justify="right")
+    for _, row in df.iterrows():
+        runs = str(row["runs"]) + (f" ({row['incomplete']} incomplete)" if row["incomplete"] else "")
+        table.add_row(row["label"], row["scenario"], runs,
+                      *(cell(row, m, mark=mixed and row["emulated"]) for m in HEADLINE))
+    return table

@@ -1,0 +1,350 @@
+"""The restart gate: absolute limits per run, and a baseline comparison over per-restart samples.
+
+``evaluate`` returns a GateResult whose ``exit_code`` is the verdict (0 pass, 1 fail). Input that
+cannot be judged (a missing or malformed limits file, no candidate runs, an unreadable run)
+raises GateInputError, which the CLI maps to exit code 2.
+
+The baseline comparison follows asv's rule for its own samples: a difference counts only when it
+is both significant (Mann–Whitney U, one-sided "candidate worse", p < alpha) and large enough
+(relative effect >= min_effect). Timing samples of emulated runs are never compared with native.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import tomllib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+from rich.table import Table
+from rich.text import Text
+from scipy.stats import mannwhitneyu
+
+from restartbench.results import FormatError, Run
+
+from .compare import fmt
+from .summary import cached_summary
+
+DEFAULT_PATH = Path(__file__).resolve().parent.parent / "gates" / "default.toml"
+
+#: The shipped limits (gates/default.toml says the same, with comments).
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "limits": {
+        "run_completed": True,
+        "lingering_max": 0,
+        "window_timeout_rate_max": 0.01,
+        "all_recover": True,
+        "recovery_p95_s_max": 2.0,
+        "rss_slope_max": 1 << 20,
+        "fd_slope_max": 0.5,
+    },
+    "baseline": {"alpha": 0.002, "min_effect": 0.10,
+                 "samples": ["recovery_s", "timeout_rate", "restart_api_s"]},
+    "analysis": {"window_s": None, "grace_s": None},
+}
+SWITCHES = ("run_completed", "all_recover")          # true/false
+#: per-restart samples the baseline comparison may use: how the effect is measured
+SAMPLES = {"recovery_s": "median", "timeout_rate": "mean", "restart_api_s": "median"}
+VERDICTS = ("pass", "fail", "skip")
+
+
+class GateInputError(ValueError):
+    """Input the gate cannot judge; the message is one line saying what to fix."""
+
+
+# -- limits -----------------------------------------------------------------------------------
+
+def load_limits(path: Path | str | None = None) -> dict[str, dict[str, Any]]:
+    """Read a limits TOML file over the defaults (``None``: gates/default.toml, else the built-in
+    defaults). Unknown sections or keys and values of the wrong type raise GateInputError."""
+    if path is None:
+        if not DEFAULT_PATH.is_file():
+            return copy.deepcopy(DEFAULTS)
+        path = DEFAULT_PATH
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise GateInputError(f"limits file {path} not found; pass an existing TOML file "
+                             f"(see gates/default.toml)") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise GateInputError(f"limits file {path}: cannot read it ({exc})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise GateInputError(f"limits file {path}: not valid TOML ({exc})") from None
+    return validate_limits(data, str(path))
+
+
+def validate_limits(data: dict[str, Any], where: str = "limits") -> dict[str, dict[str, Any]]:
+    """``data`` merged over the defaults, checked key by key."""
+    out = copy.deepcopy(DEFAULTS)
+    for section, values in data.items():
+        if section not in DEFAULTS:
+            raise GateInputError(f"{where}: unknown section [{section}]; known: "
+                                 f"{', '.join(f'[{s}]' for s in DEFAULTS)}")
+        if not isinstance(values, dict):
+            raise GateInputError(f"{where}: {section} must be a table ([{section}])")
+        for key, value in values.items():
+            if key not in DEFAULTS[section]:
+                raise GateInputError(f"{where}: unknown key {key!r} in [{section}]; known: "
+                                     f"{', '.join(DEFAULTS[section])}")
+            out[section][key] = _check_value(section, key, value, where)
+    return out
+
+
+def _check_value(section: str, key: str, value: Any, where: str) -> Any:
+    def bad(expected: str) -> GateInputError:
+        return GateInputError(f"{where}: [{section}] {key} = {value!r}: expected {expected}")
+
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if section == "limits":
+        if key in SWITCHES:
+            if not isinstance(value, bool):
+                raise bad("true or false")
+            return value
+        if value is False:
+            return False
+        if not number or value < 0 or not math.isfinite(value):
+            raise bad("a number >= 0, or false to skip the check")
+        return value
+    if section == "baseline":
+        if key == "samples":
+            if not isinstance(value, list) or any(v not in SAMPLES for v in value):
+                raise bad(f"a list of {', '.join(map(repr, SAMPLES))}")
+            return value
+        if not number or (key == "alpha" and not 0 < value < 1) or value < 0:
+            raise bad("0 < alpha < 1" if key == "alpha" else "a number >= 0")
+        return float(value)
+    if not number or value <= 0:
+        raise bad("a number of seconds > 0")
+    return float(value)
+
+
+# -- result -----------------------------------------------------------------------------------
+
+@dataclass
+class GateRow:
+    check: str
+    scope: str          # a run id, or "candidates vs baseline"
+    value: str
+    limit: str
+    verdict: str        # pass | fail | skip
+    note: str = ""
+
+
+@dataclass
+class GateResult:
+    rows: list[GateRow] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return not any(r.verdict == "fail" for r in self.rows)
+
+    @property
+    def exit_code(self) -> int:
+        """0 when no check failed, 1 otherwise."""
+        return 0 if self.passed else 1
+
+    def failures(self) -> list[GateRow]:
+        return [r for r in self.rows if r.verdict == "fail"]
+
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame([asdict(r) for r in self.rows],
+                            columns=["check", "scope", "value", "limit", "verdict", "note"])
+
+    def add(self, check: str, scope: str, value: str, limit: str, verdict: str, note: str = "") -> None:
+        assert verdict in VERDICTS
+        self.rows.append(GateRow(check, scope, value, limit, verdict, note))
+
+
+# -- evaluation -------------------------------------------------------------------------------
+
+def evaluate(candidates: Sequence[Run], limits: dict[str, dict[str, Any]] | None = None,
+             baseline: Sequence[Run] | None = None, alpha: float | None = None,
+             min_effect: float | None = None) -> GateResult:
+    """Judge ``candidates`` against ``limits`` (from load_limits; None = defaults) and, if given,
+    against ``baseline`` runs. ``alpha``/``min_effect`` default to the limits' [baseline]
+    (0.002 and 0.10 as shipped)."""
+    if not candidates:
+        raise GateInputError("no candidate runs to judge; pass at least one results directory")
+    limits = validate_limits({}, "defaults") if limits is None else limits
+    analysis = limits.get("analysis", {})
+    window_s, grace_s = analysis.get("window_s"), analysis.get("grace_s")
+    result = GateResult()
+    cand = [_summary(run, window_s, grace_s) for run in candidates]
+    for run, summary in cand:
+        check_run(result, run, summary, limits["limits"])
+    if baseline:
+        base = [_summary(run, window_s, grace_s) for run in baseline]
+        b = limits.get("baseline", {})
+        compare_baseline(result, cand, base,
+                         alpha=b.get("alpha", 0.002) if alpha is None else alpha,
+                         min_effect=b.get("min_effect", 0.10) if min_effect is None else min_effect,
+                         samples=b.get("samples", list(SAMPLES)))
+    return result
+
+
+def _summary(run: Run, window_s: float | None, grace_s: float | None) -> tuple[Run, dict[str, Any]]:
+    try:
+        return run, cached_summary(run, window_s, grace_s)
+    except FormatError as exc:
+        raise GateInputError(str(exc).splitlines()[0]) from exc
+
+
+def check_run(result: GateResult, run: Run, s: dict[str, Any], limits: dict[str, Any]) -> None:
+    """The absolute checks of one run."""
+    scope = run.run_id
+    o = s["overall"]
+    restarts = s["restarts"]
+    emulated = bool(s["run"]["target"].get("emulated"))
+    timing_note = "emulated run: timings are the emulator's" if emulated else ""
+
+    def upper(check: str, key: str, value: Any, unit: str, skip_note: str, note: str = "") -> None:
+        limit = limits.get(key)
+        if limit is False:
+            result.add(check, scope, fmt(value, unit), "off", "skip", "disabled in the limits file")
+        elif value is None:
+            result.add(check, scope, "–", f"≤ {fmt(limit, unit)}", "skip", skip_note)
+        else:
+            verdict = "pass" if value <= limit else "fail"
+            result.add(check, scope, fmt(value, unit), f"≤ {fmt(limit, unit)}", verdict, note)
+
+    if limits.get("run_completed"):
+        status = s["run"]["status"]
+        result.add("run completed", scope, status, "complete",
+                   "pass" if status == "complete" else "fail", s["run"].get("reason") or "")
+        planned = (run.meta.get("scenario") or {}).get("restart_count")
+        if isinstance(planned, int):
+            done = o["restarts"]
+            result.add("restarts performed", scope, str(done), f"= {planned}",
+                       "pass" if done >= planned else "fail",
+                       "" if done >= planned else "fewer restarts were sent than planned")
+    if not restarts:
+        result.add("restart checks", scope, "0 restarts", "–", "skip",
+                   "no restart in this run: nothing to judge")
+        return
+
+    judged = [r["lingering"] for r in restarts if r["lingering"] is not None]
+    worst = max(judged) if judged else None
+    unjudged = len(restarts) - len(judged)
+    upper("lingering", "lingering_max", worst, "count",
+          "the census ended before grace after every restart",
+          f"{unjudged} restart(s) not judged (census ended before grace)" if unjudged else
+          _which(restarts, lambda r: (r["lingering"] or 0) > (limits.get("lingering_max") or 0),
+                 "lingering at restart"))
+    upper("window timeout rate", "window_timeout_rate_max", o["window_timeout_rate"], "rate",
+          "no requests in restart windows", timing_note)
+    if limits.get("all_recover"):
+        lost = [r for r in restarts if not r["recovered"]]
+        truncated = sum(1 for r in lost if r["window_truncated"])
+        note = _which(restarts, lambda r: not r["recovered"], "no ok answer after restart")
+        if truncated:
+            note += f"; {truncated} of them cut short by the end of the load"
+        result.add("every restart recovers", scope, f"{len(lost)}/{len(restarts)} unrecovered",
+                   "0 unrecovered", "fail" if lost else "pass", note)
+    upper("recovery p95", "recovery_p95_s_max", o["recovery_p95_s"], "s",
+          "no restart recovered", timing_note)
+    upper("RSS growth per restart", "rss_slope_max", o["rss_slope"], "bytes",
+          "fewer than two census points")
+    upper("fd growth per restart", "fd_slope_max", o["fd_slope"], "fds",
+          "fewer than two census points")
+
+
+def _which(restarts: list[dict[str, Any]], bad: Any, what: str) -> str:
+    idx = [str(r["index"] if r["index"] is not None else n) for n, r in enumerate(restarts) if bad(r)]
+    if not idx:
+        return ""
+    more = f" (+{len(idx) - 8} more)" if len(idx) > 8 else ""
+    return f"{what} {', '.join(idx[:8])}{more}"
+
+
+def restart_samples(summaries: Sequence[dict[str, Any]], name: str) -> np.ndarray:
+    """Per-restart values of ``name`` pooled over runs. Unrecovered restarts count as +inf
+    recovery (worse than any recovery; the rank test handles them exactly)."""
+    values = []
+    for s in summaries:
+        for r in s["restarts"]:
+            if name == "recovery_s" and not r["recovered"]:
+                values.append(np.inf)
+            elif r.get(name) is not None:
+                values.append(float(r[name]))
+    return np.asarray(values, dtype="float64")
+
+
+def relative_effect(cand: np.ndarray, base: np.ndarray, how: str) -> float:
+    """(candidate - baseline) / baseline of the medians or means; inf when only the candidate
+    is worse than a zero baseline."""
+    c = float(np.median(cand) if how == "median" else np.mean(cand))
+    b = float(np.median(base) if how == "median" else np.mean(base))
+    if math.isinf(c) or math.isinf(b):
+        return np.inf if c > b else 0.0
+    if b == 0:
+        return np.inf if c > 0 else 0.0
+    return (c - b) / abs(b)
+
+
+def compare_baseline(result: GateResult, cand: list[tuple[Run, dict[str, Any]]],
+                     base: list[tuple[Run, dict[str, Any]]], alpha: float, min_effect: float,
+                     samples: Sequence[str]) -> None:
+    """Mann–Whitney U over pooled per-restart samples, one row per sample kind."""
+    scope = "candidates vs baseline"
+    limit = f"p < {alpha:g} and ≥ +{min_effect:.0%}"
+    emu = {bool(s["run"]["target"].get("emulated")) for _, s in cand + base}
+    refuse = len(emu) > 1
+    targets = {(s["run"]["target"].get("kind"), s["run"]["target"].get("arch")) for _, s in cand + base}
+    for name in samples:
+        check = f"baseline {name}"
+        if refuse:
+            result.add(check, scope, "–", limit, "skip",
+                       "refused: emulated and native runs' timings are not comparable")
+            continue
+        c = restart_samples([s for _, s in cand], name)
+        b = restart_samples([s for _, s in base], name)
+        if len(c) < 2 or len(b) < 2:
+            result.add(check, scope, f"n={len(c)}/{len(b)}", limit, "skip",
+                       "too few restarts to compare (need 2 on each side)")
+            continue
+        p = float(mannwhitneyu(c, b, alternative="greater").pvalue)
+        p = 1.0 if math.isnan(p) else p                      # all values tied
+        effect = relative_effect(c, b, SAMPLES[name])
+        value = f"p={p:.2g}, {_effect(effect)} ({SAMPLES[name]}, n={len(c)}/{len(b)})"
+        worse = p < alpha and effect >= min_effect
+        note = "candidate worse" if worse else ""
+        if min_p(len(c), len(b)) >= alpha and not worse:
+            result.add(check, scope, value, limit, "skip",
+                       f"too few restarts: p cannot go below {alpha:g} with n={len(c)}/{len(b)}")
+            continue
+        if len(targets) > 1 and not note:
+            note = "runs of different hosts/arches pooled"
+        result.add(check, scope, value, limit, "fail" if worse else "pass", note)
+
+
+def min_p(n1: int, n2: int) -> float:
+    """The smallest one-sided p an exact Mann–Whitney test can give for these sample sizes."""
+    if n1 + n2 > 60:
+        return 0.0
+    return 1.0 / math.comb(n1 + n2, n1)
+
+
+def _effect(effect: float) -> str:
+    return "+inf" if math.isinf(effect) else f"{effect:+.0%}"
+
+
+# -- presentation -----------------------------------------------------------------------------
+
+STYLE = {"pass": "green", "fail": "bold red", "skip": "yellow"}
+
+
+def render(result: GateResult) -> Table:
+    """The gate's rows as a rich Table, verdict coloured; the caption states the outcome."""
+    verdict = "PASS" if result.passed else f"FAIL ({len(result.failures())} check(s))"
+    table = Table(title="restart gate", caption=f"verdict: {verdict} (exit {result.exit_code})")
+    for name in ("check", "scope", "value", "limit", "verdict", "note"):
+        table.add_column(name, overflow="fold")
+    for r in result.rows:
+        table.add_row(r.check, r.scope, r.value, r.limit, Text(r.verdict, style=STYLE[r.verdict]),
+                      r.note)
+    return table
