@@ -76,7 +76,7 @@ class Scenario:
             raise ScenarioError("processes must be between 1 and 256")
         if self.restarts is not None and self.restarts < 0:
             raise ScenarioError("restarts must be 0 or more")
-        if self.restarts and self.restart_every_s < self.grace_s:
+        if self.restart_count > 1 and self.restart_every_s < self.grace_s:
             raise ScenarioError(f"restart-every {self.restart_every_s:g}s is shorter than the lingering "
                                 f"grace {self.grace_s:g}s: old processes could not be judged; restart "
                                 f"less often or pass a shorter --grace")

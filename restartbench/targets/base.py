@@ -43,7 +43,7 @@ class Installation:
     @property
     def label(self) -> str:
         """``kind@name`` as users type it."""
-        return f"{self.kind}@{self.name}"
+        return self.kind if self.name == self.kind else f"{self.kind}@{self.name}"
 
     def command(self, *args: str) -> list[str]:
         """The argv that runs this installation's executable with ``args``."""

@@ -1,0 +1,445 @@
+"""The command line: ``restartbench run|summary|report|compare|gate|targets|build-apps``.
+
+Argument parsing and printing only: every command calls the same library functions a script, a
+test or an asv benchmark would. Exit codes: 0 ok / gate passed, 1 gate failed, 2 bad input (one line
+on stderr saying what is wrong and what to do), 3 the run failed (host never came up, ...),
+130/143/129 interrupted by SIGINT/SIGTERM/SIGHUP (files are still complete and marked).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+import socket
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from analysis.gate import GateInputError
+
+from . import apps, installations, results, scenarios
+from .run import DEFAULT_RESULTS, REPO, ConfigError, Progress, RunConfig, RunOutcome, run
+from .load import LoadSpec
+
+EXIT_OK, EXIT_GATE_FAILED, EXIT_USAGE, EXIT_RUN_FAILED = 0, 1, 2, 3
+_SIGNAL_EXIT = {"SIGINT": 130, "SIGTERM": 143, "SIGHUP": 129, "KeyboardInterrupt": 130}
+
+console = Console() if sys.stdout.isatty() else Console(width=132)
+errors = Console(stderr=True)
+
+
+class UsageError(Exception):
+    """Bad input: printed as one line, exit code 2."""
+
+
+# -- argument parsing ---------------------------------------------------------------------------
+
+def _positive(kind, what: str):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{what} must be a number, got {text!r}") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"{what} must be greater than 0, got {text!r}")
+        return value
+    return parse
+
+
+def _duration(what: str):
+    def parse(text: str) -> float:
+        try:
+            value = scenarios.parse_duration(text, what)
+        except scenarios.ScenarioError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+        if value < 0:
+            raise argparse.ArgumentTypeError(f"{what} must not be negative")
+        return value
+    return parse
+
+
+def _share(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"share must be a number between 0 and 1, got {text!r}") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"share must be between 0 and 1, got {text!r}")
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):           # one line, exit 2 (argparse prints usage + 2 lines)
+        raise UsageError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="restartbench", description="Benchmark and load-test WebAssembly component "
+                     "apps while their host restarts them.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("run", help="one run: load + scripted restarts + census -> results/runs/<id>/")
+    g = p.add_argument_group("target")
+    g.add_argument("--target", default="wasmtime", help="wasmtime (default), unit or unit@NAME "
+                   "(see `restartbench targets`)")
+    g.add_argument("--arch", default=None, help="x86_64/amd64 or aarch64/arm64 (default: this machine's; "
+                   "a foreign arch runs under qemu-user)")
+    g.add_argument("--app", default="hello", help=f"app under test: {', '.join(apps.APPS)} (default hello)")
+    g.add_argument("--unit-app", type=Path, default=None, metavar="FILE",
+                   help="Unit only: your own Unit application object (JSON) instead of the built app")
+    g.add_argument("--restart-mode", choices=("term", "drain"), default=None,
+                   help="wasmtime only: how the process replacement stops the old server (default term)")
+    g.add_argument("--host", default="127.0.0.1", help="loopback address the host listens on (default 127.0.0.1)")
+    g.add_argument("--port", type=int, default=None, help="port (default: a free one)")
+    g.add_argument("--allow-remote", action="store_true", help="allow a non-loopback --host")
+    g = p.add_argument_group("scenario (flags override the scenario file)")
+    g.add_argument("--scenario", default="periodic-restart",
+                   help=f"a name in scenarios/ ({', '.join(_scenario_names())}) or a .toml path")
+    g.add_argument("--duration", type=_duration("duration"), help="total load time, e.g. 40s")
+    g.add_argument("--warmup", type=_duration("warmup"), help="steady state before the first restart")
+    g.add_argument("--cooldown", type=_duration("cooldown"), help="load after the last restart")
+    g.add_argument("--restart-every", type=_duration("restart-every"), help="restart interval, e.g. 5s")
+    g.add_argument("--restarts", type=int, help="number of restarts (default: as many as fit)")
+    g.add_argument("--actions", help="restart kinds used in turn: restart,config,swap,processes")
+    g.add_argument("--processes", type=int, help="app processes (Unit)")
+    g.add_argument("--window", type=_duration("window"), help="restart window W for the metrics (5s)")
+    g.add_argument("--grace", type=_duration("grace"), help="lingering grace (5s)")
+    g = p.add_argument_group("load")
+    g.add_argument("--users", type=_positive(int, "users"), default=20, help="Locust users (default 20)")
+    g.add_argument("--spawn-rate", type=_positive(float, "spawn-rate"), default=None,
+                   help="users started per second (default: all at once)")
+    g.add_argument("--request-timeout", type=_duration("request-timeout"), default=2.0,
+                   help="a request slower than this is a timeout (default 2s)")
+    g.add_argument("--sleep-share", type=_share, default=0.1,
+                   help="share of users holding /sleep requests in flight (default 0.1)")
+    g.add_argument("--sleep-ms", type=_positive(int, "sleep-ms"), default=500, help="held request time (500)")
+    g.add_argument("--rate", type=_positive(float, "rate"), default=None,
+                   help="open model: requests/s in total (default: closed model)")
+    g.add_argument("--load-processes", type=_positive(int, "load-processes"), default=1,
+                   help="Locust processes (default 1)")
+    g = p.add_argument_group("output")
+    g.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS, help="where run dirs go")
+    g.add_argument("--run-id", default=None, help="name of the run dir (default: time-target-arch-scenario)")
+    g.add_argument("--census-interval", type=_duration("census-interval"), default=0.1,
+                   help="process census period (default 100ms)")
+    g.add_argument("--keep", action="store_true", help="keep the host's temp dir (state, socket, logs)")
+    g.add_argument("--gate", nargs="?", const="default", default=None, metavar="LIMITS",
+                   help="judge the run with the gate (default limits, or a TOML file); exit 1 on failure")
+    g.add_argument("--report", action="store_true", help="also write the HTML report into the run dir")
+    g.add_argument("--quiet", action="store_true", help="no live progress")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("summary", help="print a run's summary table (and write summary.json)")
+    p.add_argument("runs", nargs="+", help="run dirs, or 'latest'")
+    p.set_defaults(func=cmd_summary)
+
+    p = sub.add_parser("report", help="one self-contained HTML report of runs")
+    p.add_argument("runs", nargs="+", help="run dirs, or 'latest'")
+    p.add_argument("-o", "--output", type=Path, default=None, help="HTML file (default: results/report.html)")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("compare", help="comparison table across runs (CSV too)")
+    p.add_argument("runs", nargs="+", help="run dirs, or 'latest'")
+    p.add_argument("--csv", type=Path, default=None, help="also write the table as CSV here")
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("gate", help="judge runs against limits (and a baseline); exit 0 pass / 1 fail")
+    p.add_argument("runs", nargs="+", help="candidate run dirs, or 'latest'")
+    p.add_argument("--limits", default=None, help="limits TOML (default gates/default.toml)")
+    p.add_argument("--baseline", nargs="+", default=None, help="baseline run dirs")
+    p.set_defaults(func=cmd_gate)
+
+    p = sub.add_parser("targets", help="list the host builds found here (and why any was rejected)")
+    p.set_defaults(func=cmd_targets)
+
+    p = sub.add_parser("build-apps", help="build the wasm component apps from source")
+    p.add_argument("names", nargs="*", help=f"apps to build (default all: {', '.join(apps.APPS)})")
+    p.add_argument("--force", action="store_true", help="rebuild even when up to date")
+    p.set_defaults(func=cmd_build_apps)
+    return parser
+
+
+def _scenario_names() -> list[str]:
+    return sorted(p.stem for p in scenarios.SCENARIO_DIR.glob("*.toml"))
+
+
+# -- commands -----------------------------------------------------------------------------------
+
+def run_config(args: argparse.Namespace) -> RunConfig:
+    """Turn ``run`` arguments into a RunConfig, checking everything that can be checked up front."""
+    _check_host(args.host, args.allow_remote)
+    if args.port is not None:
+        _check_port(args.host, args.port)
+    scenario = scenarios.load(args.scenario, duration=args.duration, warmup=args.warmup,
+                              cooldown=args.cooldown, restart_every=args.restart_every,
+                              restarts=args.restarts, actions=args.actions, processes=args.processes,
+                              window=args.window, grace=args.grace)
+    load = LoadSpec(users=args.users, spawn_rate=args.spawn_rate or 0.0, request_timeout_s=args.request_timeout,
+                    sleep_share=args.sleep_share, sleep_ms=args.sleep_ms, rate=args.rate or 0.0,
+                    processes=args.load_processes)
+    if load.request_timeout_s >= scenario.restart_every_s and scenario.restart_count > 1:
+        raise UsageError(f"--request-timeout {load.request_timeout_s:g}s is not below the restart interval "
+                         f"{scenario.restart_every_s:g}s: a hung request must end inside its window")
+    options: dict[str, Any] = {}
+    if args.restart_mode:
+        if not args.target.startswith("wasmtime"):
+            raise UsageError("--restart-mode is for the wasmtime target; Unit restarts via its control API")
+        options["restart_mode"] = args.restart_mode
+    if args.unit_app is not None:
+        if not args.target.startswith("unit"):
+            raise UsageError("--unit-app needs --target unit or unit@NAME")
+        if not args.unit_app.is_file():
+            raise UsageError(f"--unit-app {args.unit_app}: no such file; pass a JSON Unit application object")
+        options["app_object"] = args.unit_app
+    results_root = _writable_dir(args.results_dir)
+    config = RunConfig(target=args.target, arch=args.arch, app=args.app, scenario=scenario, load=load,
+                               results_root=results_root, run_id=args.run_id,
+                               census_interval_s=args.census_interval, host=args.host, port=args.port,
+                               keep=args.keep, target_options=options)
+    config.resolve()
+    try:
+        apps.app_spec(args.app)
+    except apps.UnknownApp as exc:
+        raise UsageError(str(exc)) from None
+    return config
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    config = run_config(args)
+    limits = _gate_limits(args.gate) if args.gate else None
+    inst = config.installation
+    console.print(f"[bold]restartbench[/] {inst.label} {inst.version} ({inst.arch}"
+                  f"{', emulated' if inst.emulated else ''}) · app {config.app} · scenario "
+                  f"{config.scenario.name}: {config.scenario.restart_count} restarts "
+                  f"every {config.scenario.restart_every_s:g}s over {config.scenario.duration_s:g}s")
+    with LiveProgress(console, enabled=not args.quiet) as live:
+        outcome = run(config, report=live.update)
+    return _after_run(outcome, limits, args.report)
+
+
+def _after_run(outcome: RunOutcome, limits, report: bool) -> int:
+    import analysis
+    from analysis import console as views
+
+    run = results.read_run(outcome.path)
+    summary = analysis.summarize(run)
+    analysis.write_summary(run)
+    for table in views.run_tables(summary, run.meta):
+        console.print(table)
+    code = EXIT_OK
+    if outcome.status != "complete":
+        console.print(f"[red]run {outcome.status}[/]: {outcome.meta.get('reason', '')}")
+        code = _SIGNAL_EXIT.get(outcome.meta.get("reason", "").split(":")[0], EXIT_RUN_FAILED) \
+            if outcome.status == "interrupted" else EXIT_RUN_FAILED
+    if limits is not None and outcome.status != "interrupted":
+        verdict = analysis.evaluate([run], limits)
+        console.print(analysis.gate.render(verdict))
+        if code == EXIT_OK:
+            code = verdict.exit_code
+    if report:
+        path = analysis.write_report([run], outcome.path / "report.html")
+        console.print(f"report: {path}")
+    console.print(f"run directory: [bold]{outcome.path}[/]")
+    return code
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    import analysis
+    from analysis import console as views
+
+    for run in _runs(args.runs):
+        summary = analysis.summarize(run)
+        analysis.write_summary(run)
+        for table in views.run_tables(summary, run.meta):
+            console.print(table)
+        console.print(f"run directory: {run.path}")
+    return EXIT_OK
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    import analysis
+
+    runs = _runs(args.runs)
+    out = args.output or (REPO / "results" / "report.html")
+    _writable_dir(out.parent)
+    path = analysis.write_report(runs, out)
+    console.print(f"report: {path}")
+    return EXIT_OK
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from analysis import compare
+
+    table = compare.compare_table(_runs(args.runs))
+    console.print(compare.render(table))
+    if args.csv:
+        _writable_dir(args.csv.parent)
+        console.print(f"csv: {compare.write_csv(table, args.csv)}")
+    return EXIT_OK
+
+
+def cmd_gate(args: argparse.Namespace) -> int:
+    import analysis
+
+    limits = _gate_limits(args.limits or "default")
+    baseline = _runs(args.baseline) if args.baseline else None
+    verdict = analysis.evaluate(_runs(args.runs), limits, baseline=baseline)
+    console.print(analysis.gate.render(verdict))
+    return verdict.exit_code
+
+
+def cmd_targets(args: argparse.Namespace) -> int:
+    table = Table(title="host builds found", title_justify="left")
+    for col in ("target", "version", "arch", "runs as", "source", "modules / note"):
+        table.add_column(col)
+    usable = 0
+    for cand in installations.discover():
+        inst = cand.installation
+        if inst is not None and not cand.reason:
+            usable += 1
+            table.add_row(inst.label, inst.version, inst.arch, "emulated" if inst.emulated else "native",
+                          cand.source, str(inst.modules or inst.executable))
+        else:
+            table.add_row(cand.spec, "-", "-", "-", cand.source, f"[red]rejected:[/] {cand.reason}")
+    console.print(table)
+    if not any(c.installation and c.installation.kind == "unit" and not c.reason
+               for c in installations.discover()):
+        console.print("No NGINX Unit found: install packages unit + unit-wasm (or copy unitd and modules out "
+                      "of a unit:<ver>-wasm image) and set UNITD=/path/to/unitd or list builds in units.toml; "
+                      "see README 'Testing your Unit'.")
+    return EXIT_OK if usable else EXIT_USAGE
+
+
+def cmd_build_apps(args: argparse.Namespace) -> int:
+    names = args.names or list(apps.APPS)
+    for name in names:
+        try:
+            apps.app_spec(name)
+        except apps.UnknownApp as exc:
+            raise UsageError(str(exc)) from None
+    for name in names:
+        path = apps.build(name, force=args.force)
+        console.print(f"{name}: {path} ({path.stat().st_size:,} bytes)")
+    return EXIT_OK
+
+
+# -- live progress ------------------------------------------------------------------------------
+
+class LiveProgress:
+    """A one-line live view of a run: phase, time, requests, rps, not-ok, restarts, processes."""
+
+    def __init__(self, out: Console, enabled: bool = True):
+        self.out, self.enabled = out, enabled and out.is_terminal
+        self.live = Live(console=out, refresh_per_second=4, transient=True) if self.enabled else None
+        self._last = (0.0, 0)
+        self._rps = 0.0
+        self._phase = ""
+
+    def __enter__(self) -> "LiveProgress":
+        if self.live is not None:
+            self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.live is not None:
+            self.live.__exit__(*exc)
+
+    def update(self, p: Progress) -> None:
+        t, n = self._last
+        if p.elapsed_s - t >= 1.0:
+            self._rps = (p.requests - n) / (p.elapsed_s - t)
+            self._last = (p.elapsed_s, p.requests)
+        if self.live is None:
+            if p.phase != self._phase:               # not a terminal: one line per phase change
+                self._phase = p.phase
+                self.out.print(f"[{p.elapsed_s:6.1f}s] {p.phase}", highlight=False)
+            return
+        done = min(1.0, p.elapsed_s / p.duration_s) if p.duration_s else 0.0
+        bar = "━" * int(done * 30) + "╺" + " " * (30 - int(done * 30))
+        last = ""
+        if p.last_restart is not None:
+            r = p.last_restart
+            last = f" · last restart {r.kind} {(r.t_done - r.t_sent) * 1000:.0f} ms" + (
+                f" HTTP {r.http_status}" if r.http_status else "")
+        self.live.update(f"[cyan]{p.phase:>14}[/] {bar} {p.elapsed_s:5.1f}/{p.duration_s:.0f}s · "
+                         f"{p.requests:,} req · {self._rps:,.0f} rps · [red]{p.not_ok:,} not ok[/] · "
+                         f"restarts {p.restarts_done}/{p.restarts_total} · {p.processes} proc{last}")
+
+
+# -- checks and helpers -------------------------------------------------------------------------
+
+def _check_host(host: str, allow_remote: bool) -> None:
+    try:
+        addr = ipaddress.ip_address(host)
+    except ValueError:
+        raise UsageError(f"--host {host!r} is not an IP address: use 127.0.0.1 or ::1") from None
+    if not addr.is_loopback and not allow_remote:
+        raise UsageError(f"--host {host} is not a loopback address: load goes to 127.0.0.1/::1 only "
+                         f"(pass --allow-remote to override, never in tests)")
+
+
+def _check_port(host: str, port: int) -> None:
+    if not 1 <= port <= 65535:
+        raise UsageError(f"--port {port} is out of range: use 1-65535 or leave it out for a free port")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            raise UsageError(f"--port {port} on {host} is in use: pick another or leave --port out") from None
+
+
+def _writable_dir(path: Path) -> Path:
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot create {path}: {exc.strerror}; pass a writable directory") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise UsageError(f"{path} is not writable: pass a writable --results-dir")
+    return path
+
+
+def _gate_limits(spec: str):
+    import analysis
+
+    return analysis.load_limits(None if spec == "default" else spec)
+
+
+def _runs(specs: Sequence[str]) -> list[results.Run]:
+    """Run dirs from arguments: paths, or ``latest`` (the newest run under results/runs)."""
+    out = []
+    for spec in specs:
+        if spec == "latest":
+            found = sorted((p for p in DEFAULT_RESULTS.glob("*/run.json")), key=lambda p: p.stat().st_mtime)
+            if not found:
+                raise UsageError(f"no runs under {DEFAULT_RESULTS}: run `make bench` first")
+            spec = str(found[-1].parent)
+        out.append(results.read_run(spec))
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``restartbench`` command."""
+    try:
+        args = build_parser().parse_args(argv)
+        return args.func(args)
+    except UsageError as exc:
+        errors.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        return EXIT_USAGE
+    except (ConfigError, scenarios.ScenarioError, installations.InstallationError,
+            results.FormatError, apps.AppBuildError, GateInputError) as exc:
+        errors.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        errors.print("interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
