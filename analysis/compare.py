@@ -81,10 +81,9 @@ def load_runs(paths: Iterable[Path | str | Run]) -> list[Run]:
     return [p if isinstance(p, Run) else read_run(p) for p in paths]
 
 
-def runs_frame(runs: Sequence[Run | Path | str], window_s: float | None = None,
-               grace_s: float | None = None) -> pd.DataFrame:
-    """One row per run with its key columns and headline metrics."""
-    rows = [run_row(run, cached_summary(run, window_s, grace_s)) for run in load_runs(runs)]
+def runs_frame(pairs: Iterable[tuple[Run, dict[str, Any]]]) -> pd.DataFrame:
+    """One row per (run, summary) with its key columns and headline metrics."""
+    rows = [run_row(run, summary) for run, summary in pairs]
     columns = [*KEYS, "run_id", "status", *(m.key for m in HEADLINE), "unrecovered"]
     return pd.DataFrame(rows, columns=columns)
 
@@ -95,7 +94,14 @@ def compare_table(runs: Sequence[Run | Path | str], window_s: float | None = Non
     ``unrecovered`` (summed), and for each headline metric its mean and ``<metric>_lo``/``_hi``
     (95% bootstrap CI of the mean over the group's runs; NaN with one run). ``label`` names the
     group, ``note`` flags emulated rows; ``df.attrs["notes"]`` holds the table's notes."""
-    per_run = runs_frame(runs, window_s, grace_s)
+    pairs = [(run, cached_summary(run, window_s, grace_s)) for run in load_runs(runs)]
+    return compare_summaries(pairs, n_boot=n_boot, seed=seed)
+
+
+def compare_summaries(pairs: Iterable[tuple[Run, dict[str, Any]]], n_boot: int = 2000,
+                      seed: int = 0) -> pd.DataFrame:
+    """compare_table from runs already summarised."""
+    per_run = runs_frame(pairs)
     out = []
     for key, group in per_run.groupby(list(KEYS), sort=True, dropna=False):
         row: dict[str, Any] = dict(zip(KEYS, key))
@@ -158,6 +164,8 @@ def fmt(value: Any, unit: str) -> str:
         return f"{value * 100:.2f}%"
     if unit == "s":
         return f"{value:.3f} s" if abs(value) < 10 else f"{value:.1f} s"
+    if unit == "ms":
+        return f"{value:.2f} ms" if abs(value) < 100 else f"{value:.0f} ms"
     if unit == "bytes":
         for scale, name in ((1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")):
             if abs(value) >= scale:

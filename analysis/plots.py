@@ -1,0 +1,167 @@
+"""Figures of one run (matplotlib, Agg canvas, no pyplot state), and their PNG data URIs.
+
+Each function takes an ``Analysis`` (summary.analyze) and returns a Figure; an input with
+nothing to draw gives a figure that says so rather than an error.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from .metrics import OK, TIMEOUT, slope
+from .summary import Analysis
+
+MiB = float(1 << 20)
+RESTART_STYLE = {"color": "tab:red", "linewidth": 0.8, "alpha": 0.6}
+
+
+def new_figure(height: float = 3.2, rows: int = 1) -> Figure:
+    fig = Figure(figsize=(10, height), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def to_data_uri(fig: Figure) -> str:
+    """The figure as a ``data:image/png;base64,...`` URI."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _nothing(ax, text: str) -> None:
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="gray")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _restart_marks(ax, a: Analysis) -> None:
+    if len(a.windows):
+        ax.vlines(a.windows.starts, 0, 1, transform=ax.get_xaxis_transform(), label="restart",
+                  **RESTART_STYLE)
+
+
+def bin_width(span_s: float) -> float:
+    """1 s bins, finer for short runs (at least ~60 bins)."""
+    for width in (0.1, 0.25, 0.5):
+        if span_s <= 60 * width:
+            return width
+    return 1.0
+
+
+def traffic(a: Analysis) -> Figure:
+    """Requests started per second, and timeouts/errors per second, with restart markers."""
+    fig = new_figure(4.2)
+    top, bottom = fig.subplots(2, 1, sharex=True)
+    t = a.requests.t_start
+    keep = np.isfinite(t)
+    if not keep.any():
+        _nothing(top, "no requests recorded")
+        bottom.set_visible(False)
+        return fig
+    t, outcome = t[keep], a.requests.outcome[keep]
+    width = bin_width(float(t.max()))
+    idx = np.floor(t / width).astype(np.int64)
+    idx -= idx.min()
+    x = (np.arange(idx.max() + 1) + np.floor(t.min() / width)) * width
+    total = np.bincount(idx) / width
+    timeouts = np.bincount(idx, weights=outcome == TIMEOUT, minlength=len(x)) / width
+    errors = np.bincount(idx, weights=(outcome != OK) & (outcome != TIMEOUT) & (outcome >= 0),
+                         minlength=len(x)) / width
+    top.step(x, total, where="post", color="tab:blue", label="requests/s")
+    top.set_ylabel("requests/s")
+    bottom.step(x, timeouts, where="post", color="tab:orange", label="timeouts/s")
+    bottom.step(x, errors, where="post", color="tab:purple", label="other errors/s")
+    bottom.set_ylabel("failed/s")
+    bottom.set_xlabel(f"seconds since t0 ({width:g} s bins, by request start)")
+    for ax in (top, bottom):
+        _restart_marks(ax, a)
+        ax.grid(alpha=0.3)
+    top.legend(loc="lower left", fontsize="small")
+    bottom.legend(loc="upper left", fontsize="small")
+    top.set_title("load and failures around restarts")
+    return fig
+
+
+def processes(a: Analysis, max_stacked: int = 20) -> Figure:
+    """App process count over time by generation (stacked), with the configured count."""
+    fig = new_figure(3.2)
+    ax = fig.subplots()
+    c = a.census
+    roles = a.params["app_roles"]
+    app = c.role_mask(roles)
+    if not len(c) or not app.any():
+        _nothing(ax, "no census samples" if not len(c) else f"no {'/'.join(roles)} processes seen")
+        return fig
+    sample = np.repeat(np.arange(len(c)), np.diff(c.offsets))[app]
+    gen = np.nan_to_num(c.generation[app], nan=-1).astype(np.int64)
+    gens = np.unique(gen)
+    if len(gens) <= max_stacked:
+        counts = np.zeros((len(gens), len(c)))
+        np.add.at(counts, (np.searchsorted(gens, gen), sample), 1)
+        ax.stackplot(c.times, counts, step="post",
+                     labels=[f"gen {g}" if g >= 0 else "gen ?" for g in gens])
+        if len(gens) <= 8:
+            ax.legend(loc="upper left", fontsize="small", ncol=len(gens))
+    else:
+        newest = np.full(len(c), -1)
+        np.maximum.at(newest, sample, gen)
+        is_new = gen == newest[sample]
+        ax.step(c.times, np.bincount(sample[is_new], minlength=len(c)), where="post",
+                label="newest generation")
+        ax.step(c.times, np.bincount(sample[~is_new], minlength=len(c)), where="post",
+                label="older generations", color="tab:red")
+        ax.legend(loc="upper left", fontsize="small")
+    configured = a.params.get("configured_processes")
+    if configured is not None and np.isfinite(configured):
+        ax.axhline(configured, color="black", linestyle="--", linewidth=0.8)
+    _restart_marks(ax, a)
+    ax.set_ylabel(f"{'/'.join(roles)} processes")
+    ax.set_xlabel("seconds since t0")
+    ax.set_title("app processes by generation (dashed: configured count)")
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def retention(a: Analysis) -> Figure:
+    """Tree RSS and open fds just before each restart and at the end, with the fitted slope."""
+    fig = new_figure(3.0)
+    axes = fig.subplots(1, 2)
+    if not len(a.windows):
+        for ax in axes:
+            _nothing(ax, "no restarts")
+        return fig
+    end = a.retention["end"]
+    for ax, name, scale, unit in ((axes[0], "rss", MiB, "MiB"), (axes[1], "num_fds", 1.0, "fds")):
+        y = np.append(a.restarts[f"tree_{name}_before"].to_numpy(dtype="float64"),
+                      end[name] if end[name] is not None else np.nan) / scale
+        x = np.arange(len(y))
+        ok = np.isfinite(y)
+        if ok.sum() == 0:
+            _nothing(ax, "no census samples")
+            continue
+        ax.plot(x[ok], y[ok], "o", color="tab:blue", markersize=4)
+        b = slope(y)
+        if np.isfinite(b):
+            intercept = y[ok].mean() - b * x[ok].mean()
+            ax.plot(x, intercept + b * x, color="tab:red",
+                    label=f"slope {b:+.3g} {unit}/restart")
+            ax.legend(loc="upper left", fontsize="small")
+        ax.set_xlabel("restart (last point: end of run)")
+        ax.set_ylabel(f"tree {'RSS' if name == 'rss' else 'open fds'} ({unit})")
+        ax.grid(alpha=0.3)
+    fig.suptitle("retention: process tree just before each restart")
+    return fig
+
+
+def run_figures(a: Analysis) -> dict[str, str]:
+    """All figures of a run as data URIs, by name."""
+    return {name: to_data_uri(make(a)) for name, make in
+            (("traffic", traffic), ("processes", processes), ("retention", retention))}
+
+
+__all__ = ["traffic", "processes", "retention", "run_figures", "to_data_uri"]

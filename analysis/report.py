@@ -1,0 +1,184 @@
+"""The HTML report: one self-contained file (inline CSS, PNGs as data URIs, no scripts, no
+network) with a comparison across runs, the gate's verdict if given, and a section per run."""
+
+from __future__ import annotations
+
+import datetime as _dt
+from html import escape
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from restartbench.results import Run, write_atomic
+
+from . import plots
+from .compare import HEADLINE, compare_summaries, fmt, load_runs
+from .gate import GateResult
+from .summary import analyze
+
+CSS = """
+body { font: 14px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
+h1 { font-size: 1.6em; } h2 { border-bottom: 1px solid #ccc; padding-bottom: .2em; margin-top: 2em; }
+table { border-collapse: collapse; margin: .8em 0; font-size: 13px; }
+th, td { border: 1px solid #ddd; padding: 3px 7px; text-align: right; white-space: nowrap; }
+th { background: #f3f3f3; } td.l, th.l { text-align: left; white-space: normal; }
+tr.fail td, td.fail { background: #fde2e2; } td.pass { color: #17702a; } td.skip { color: #8a6d00; }
+.meta { color: #555; } .note { color: #555; font-size: 12px; }
+img { max-width: 100%; display: block; margin: .6em 0; }
+.scroll { max-height: 480px; overflow: auto; }
+"""
+
+RESTART_COLUMNS: list[tuple[str, str, str]] = [   # (column, title, unit)
+    ("index", "#", "int"), ("kind", "kind", "text"), ("t_sent", "t sent", "t"),
+    ("restart_api_s", "API", "s"), ("http_status", "HTTP", "int"),
+    ("n_requests", "requests", "int"), ("timeout_rate", "timeouts", "rate"),
+    ("error_rate", "errors", "rate"), ("recovery_s", "recovery", "s"),
+    ("lingering", "lingering", "int"), ("lingering_prototype", "lingering proto", "int"),
+    ("settle_s", "settle", "s"), ("tree_rss_before", "tree RSS", "bytes"),
+    ("tree_num_fds_before", "tree fds", "int"),
+]
+
+
+def write_report(runs: Sequence[Run | Path | str], out_path: Path | str,
+                 gate: GateResult | None = None, window_s: float | None = None,
+                 grace_s: float | None = None, title: str = "restartbench report") -> Path:
+    """Write the report for ``runs`` to ``out_path`` (atomically) and return the path."""
+    analyses = [analyze(run, window_s=window_s, grace_s=grace_s) for run in load_runs(runs)]
+    summaries = [(a.run, a.summary()) for a in analyses]
+    parts = [f"<h1>{escape(title)}</h1>",
+             f'<p class="meta">{len(analyses)} run(s); generated '
+             f'{_dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")}</p>']
+    if summaries:
+        parts.append("<h2>Comparison</h2>" + compare_html(compare_summaries(summaries)))
+    if gate is not None:
+        parts.append("<h2>Gate</h2>" + gate_html(gate))
+    for a, (_, summary) in zip(analyses, summaries):
+        parts.append(run_html(a, summary))
+    html = ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<title>{escape(title)}</title><style>{CSS}</style></head><body>\n"
+            + "\n".join(parts) + "\n</body></html>\n")
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(out_path, html)
+    return out_path
+
+
+# -- sections ---------------------------------------------------------------------------------
+
+def compare_html(df: pd.DataFrame) -> str:
+    mixed = bool(len(df)) and df["emulated"].any() and not df["emulated"].all()
+    head = ["target", "scenario", "runs", *(m.title for m in HEADLINE)]
+    rows = []
+    for _, row in df.iterrows():
+        runs = f"{row['runs']}" + (f" ({row['incomplete']} incomplete)" if row["incomplete"] else "")
+        rows.append([(row["label"], "l"), (row["scenario"], "l"), (runs, ""),
+                     *((_mean_ci(row, m, mark=mixed and row["emulated"]), "html") for m in HEADLINE)])
+    notes = "".join(f'<p class="note">{escape(n)}</p>' for n in df.attrs.get("notes", []))
+    return table(head, rows) + notes
+
+
+def _mean_ci(row: pd.Series, m: Any, mark: bool) -> str:
+    """Mean, then the CI in small type below it (HTML)."""
+    text = escape(fmt(row[m.key], m.unit) + (" †" if mark and m.timing else ""))
+    if np.isfinite(row[f"{m.key}_lo"]):
+        text += (f'<br><span class="note">[{escape(fmt(row[f"{m.key}_lo"], m.unit))}, '
+                 f'{escape(fmt(row[f"{m.key}_hi"], m.unit))}]</span>')
+    return text
+
+
+def gate_html(result: GateResult) -> str:
+    verdict = "PASS" if result.passed else f"FAIL ({len(result.failures())} check(s))"
+    rows = [[(r.check, "l"), (r.scope, "l"), (r.value, ""), (r.limit, ""), (r.verdict, r.verdict),
+             (r.note, "l")] for r in result.rows]
+    return (f"<p><strong>verdict: {escape(verdict)}</strong> (exit code {result.exit_code})</p>"
+            + table(["check", "scope", "value", "limit", "verdict", "note"], rows,
+                    row_class=lambda r: "fail" if r[4][0] == "fail" else ""))
+
+
+def run_html(a: Any, s: dict[str, Any]) -> str:
+    info, o = s["run"], s["overall"]
+    t = info["target"]
+    target = " ".join(str(v) for v in (t.get("kind"), t.get("name"), t.get("version"), t.get("arch"))
+                      if v)
+    meta = (f"target {target}{' (emulated)' if t.get('emulated') else ''} · scenario "
+            f"{info.get('scenario') or '–'} · status {info['status']}"
+            + (f" ({info['reason']})" if info.get("reason") else "")
+            + f" · W {s['params']['window_s']:g} s, grace {s['params']['grace_s']:g} s"
+            + f" · app roles {'/'.join(s['params']['app_roles'])}")
+    figures = plots.run_figures(a)
+    images = "".join(f'<img alt="{escape(name)}" src="{uri}">' for name, uri in figures.items())
+    return (f'<h2 id="{escape(info["run_id"])}">{escape(info["run_id"])}</h2>'
+            f'<p class="meta">{escape(meta)}</p>'
+            + key_numbers(o, s["phases"], emulated=bool(t.get("emulated")))
+            + images + "<h3>Restarts</h3>" + restart_html(s["restarts"]))
+
+
+def key_numbers(o: dict[str, Any], phases: dict[str, Any], emulated: bool) -> str:
+    """Run-level numbers, and per phase (steady state, windows, between, after)."""
+    head = ["", "requests", "req/s", "availability", "timeouts", "errors", "p50", "p95", "p99"]
+    rows = []
+    for name, title in (("before", "steady state"), ("windows", "restart windows"),
+                        ("between", "between"), ("after", "after"), (None, "whole run")):
+        p = o if name is None else phases[name]
+        if name and not p["requests"]:
+            continue
+        rows.append([(title, "l"), (str(p["requests"]), ""), (fmt(p["rps"], "rps"), ""),
+                     (fmt(p["availability"], "rate"), ""), (fmt(p["timeout_rate"], "rate"), ""),
+                     (fmt(p["error_rate"], "rate"), ""),
+                     *((fmt(p[f"latency_p{q}_ms"], "ms"), "") for q in (50, 95, 99))])
+        if p.get("co_requests"):
+            rows.append([(f"{title}, from intended start", "l"), (str(p["co_requests"]), ""), ("", ""),
+                         ("", ""), (fmt(p["co_timeout_rate"], "rate"), ""), ("", ""),
+                         *((fmt(p[f"co_latency_p{q}_ms"], "ms"), "") for q in (50, 95, 99))])
+    restarts = (f"{o['restarts']} restart(s): {o['recovered']} recovered (p50 "
+                f"{fmt(o['recovery_p50_s'], 's')}, p95 {fmt(o['recovery_p95_s'], 's')}), "
+                f"{o['unrecovered']} unrecovered; lingering max {fmt(o['lingering_max'], 'count')}; "
+                f"RSS {fmt(o['rss_slope'], 'bytes')}/restart; fds {fmt(o['fd_slope'], 'fds')}/restart")
+    note = ('<p class="note">emulated run: latencies and rates are the emulator\'s, not comparable '
+            'with native runs</p>' if emulated else "")
+    return table(head, rows) + f"<p>{escape(restarts)}</p>" + note
+
+
+def restart_html(restarts: list[dict[str, Any]]) -> str:
+    if not restarts:
+        return '<p class="note">no restarts in this run</p>'
+    rows = []
+    for r in restarts:
+        rows.append([(_restart_cell(r.get(col), unit), "l" if unit == "text" else "")
+                     for col, _, unit in RESTART_COLUMNS])
+        if not r["recovered"]:
+            rows[-1][RESTART_COLUMNS.index(("recovery_s", "recovery", "s"))] = (
+                "never" + (" (cut short)" if r["window_truncated"] else ""), "fail")
+    return '<div class="scroll">' + table([t for _, t, _ in RESTART_COLUMNS], rows) + "</div>"
+
+
+def _restart_cell(value: Any, unit: str) -> str:
+    if value is None:
+        return "–"
+    if unit == "int":
+        return f"{value:.0f}" if isinstance(value, (int, float)) else str(value)
+    if unit == "t":
+        return f"{value:.2f}"
+    if unit == "text":
+        return str(value)
+    return fmt(value, unit)
+
+
+def table(head: Iterable[str], rows: Iterable[list[tuple[str, str]]],
+          row_class: Callable[[list[tuple[str, str]]], str] | None = None) -> str:
+    """An HTML table; each cell is (text, css class), class "html" for text that is already HTML."""
+    out = ["<table><thead><tr>"]
+    out += [f'<th class="l">{escape(h)}</th>' if i < 1 else f"<th>{escape(h)}</th>"
+            for i, h in enumerate(head)]
+    out.append("</tr></thead><tbody>")
+    for row in rows:
+        cls = row_class(row) if row_class else ""
+        out.append(f'<tr class="{cls}">' if cls else "<tr>")
+        out += [f"<td>{text}</td>" if c == "html" else
+                f'<td class="{c}">{escape(str(text))}</td>' if c else f"<td>{escape(str(text))}</td>"
+                for text, c in row]
+        out.append("</tr>")
+    out.append("</tbody></table>")
+    return "".join(out)
