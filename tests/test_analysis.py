@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from analysis import summarize, write_summary
@@ -13,7 +12,7 @@ from analysis.metrics import configured_counts, slope
 from analysis.windows import AFTER, BEFORE, BETWEEN, WARMUP, WINDOW, assign, restart_windows
 from analysis_fixtures import (MiB, Tree, clean_run, requests_frame, restarts_frame,
                                write_run)
-from restartbench.results import FormatError, read_run, write_json
+from restartbench.results import FormatError, read_run
 
 
 def strict_json(summary: dict) -> dict:
