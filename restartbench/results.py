@@ -138,7 +138,11 @@ def conform(frame: pd.DataFrame, columns: dict[str, str]) -> pd.DataFrame:
     """Return ``frame`` with exactly ``columns`` (missing ones filled with NA) in contract dtypes."""
     out = pd.DataFrame(index=frame.index)
     for name, dtype in columns.items():
-        col = frame[name] if name in frame.columns else pd.Series(pd.NA, index=frame.index)
+        if name in frame.columns:
+            col = frame[name]
+        else:
+            col = pd.Series(float("nan") if dtype.startswith("float") else pd.NA, index=frame.index,
+                            dtype="float64" if dtype.startswith("float") else "object")
         if dtype.startswith(("int", "float")) and col.isna().any():
             dtype = "float64" if dtype.startswith("float") else dtype.capitalize()
         if dtype == "category" and name == "outcome":

@@ -28,7 +28,7 @@ import pandas as pd
 from . import __version__, apps, census as census_mod, installations, results, tools
 from .load import Load, LoadSpec
 from .scenarios import Scenario
-from .targets import Installation, RestartReply, Target, TargetError, make_target
+from .targets import Installation, RestartReply, Target, TargetError, make_target, target_class
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_RESULTS = REPO / "results" / "runs"
@@ -109,8 +109,9 @@ def run(config: RunConfig, report: Reporter | None = None) -> RunOutcome:
 
 def _run(config: RunConfig, report: Reporter | None) -> RunOutcome:
     installation = config.resolve()
-    components = _components(config)
     scenario = config.scenario
+    _check_fit(installation, scenario)
+    components = _components(config)
     run_id = config.run_id or _run_id(installation, scenario)
     try:
         out = results.new_run_dir(config.results_root, run_id)
@@ -283,6 +284,17 @@ class _RunState:
             if stop.survivors:
                 self.meta["findings"].append({"kind": "survivors", "detail": f"{len(stop.survivors)} "
                                               f"process(es) outlived the host's stop and were killed"})
+
+
+def _check_fit(installation: Installation, scenario: Scenario) -> None:
+    """Refuse a scenario the host cannot perform, before anything starts."""
+    cls = target_class(installation.kind)
+    missing = sorted(set(scenario.actions) - set(cls.restart_kinds))
+    if missing:
+        raise ConfigError(f"{installation.kind} cannot do {', '.join(missing)} restarts (it does "
+                          f"{', '.join(cls.restart_kinds)}): pick another --actions or --scenario")
+    if installation.kind == "wasmtime" and scenario.processes != 1:
+        raise ConfigError("wasmtime serve runs one process: drop --processes (process counts are Unit's)")
 
 
 def _components(config: RunConfig) -> dict[str, Path]:

@@ -8,17 +8,22 @@ from typing import Any
 from .base import Installation, RestartReply, StopReport, Target, TargetError
 
 
-def make_target(installation: Installation, component: Path, workdir: Path, **options: Any) -> Target:
-    """The target for ``installation`` serving ``component``; ``options`` are the target's keywords."""
-    if installation.kind == "wasmtime":
+def target_class(kind: str) -> type:
+    """The Target class for a host kind."""
+    if kind == "wasmtime":
         from .wasmtime import WasmtimeTarget
 
-        return WasmtimeTarget(installation, component, workdir, **options)
-    if installation.kind == "unit":
+        return WasmtimeTarget
+    if kind == "unit":
         from .unit import UnitTarget
 
-        return UnitTarget(installation, component, workdir, **options)
-    raise TargetError(f"no target for host kind {installation.kind!r}")
+        return UnitTarget
+    raise TargetError(f"no target for host kind {kind!r}")
 
 
-__all__ = ["Installation", "RestartReply", "StopReport", "Target", "TargetError", "make_target"]
+def make_target(installation: Installation, component: Path, workdir: Path, **options: Any) -> Target:
+    """The target for ``installation`` serving ``component``; ``options`` are the target's keywords."""
+    return target_class(installation.kind)(installation, component, workdir, **options)
+
+
+__all__ = ["Installation", "RestartReply", "StopReport", "Target", "TargetError", "make_target", "target_class"]

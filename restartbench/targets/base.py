@@ -108,7 +108,12 @@ def process_title(proc: psutil.Process) -> str:
     """A process's title as ``ps args`` shows it (cmdline joined); empty if it vanished."""
     try:
         return " ".join(proc.cmdline()) or proc.name()
-    except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
+    except psutil.ZombieProcess:
+        try:
+            return proc.name()          # a zombie has no cmdline left, only its comm
+        except psutil.Error:
+            return ""
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
         return ""
 
 

@@ -1,0 +1,89 @@
+"""The census on a real process tree this test spawns: roles, generations, a zombie, a lingering child."""
+
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from restartbench import procs
+from restartbench.census import Census
+
+# A parent that starts two "app" children at once, one more after 0.6 s, leaves one child
+# unreaped (a zombie) and keeps the first children alive (they "linger" past the restart).
+TREE = textwrap.dedent("""
+    import os, subprocess, sys, time
+    py = sys.executable
+    old = [subprocess.Popen([py, "-c", "import time; time.sleep(30)", "role=app"]) for _ in range(2)]
+    time.sleep(0.6)
+    new = subprocess.Popen([py, "-c", "import time; time.sleep(30)", "role=app"])
+    z = subprocess.Popen([py, "-c", "import time; time.sleep(0.3)", "role=zombie"])  # never waited for
+    time.sleep(30)
+""")
+
+
+def role(title: str) -> str:
+    if title.endswith("role=app"):
+        return "app"
+    if title.endswith("role=zombie"):
+        return "other"
+    return "main"
+
+
+@pytest.fixture
+def tree():
+    proc = procs.spawn([sys.executable, "-c", TREE])
+    yield proc
+    procs.stop_group(proc, 1.0)
+
+
+def test_census_roles_generations_zombie_and_lingering(tree):
+    t0 = time.monotonic()
+    census = Census(roots=lambda: [tree.pid], role=role, t0=t0, interval_s=0.05)
+    census.start()
+    time.sleep(0.4)
+    census.note_restart(time.monotonic() - t0)       # "restart" between the first and second births
+    time.sleep(1.2)
+    census.stop()
+    df = census.frame()
+    last = df[df.t == df.t.max()]
+    assert set(last.role) == {"main", "app", "other"}
+    apps = last[last.role == "app"]
+    assert sorted(apps.generation.tolist()) == [0, 0, 1]            # two old, one new
+    assert (apps.ppid == tree.pid).all()
+    zombie = last[last.role == "other"]
+    assert zombie.state.tolist() == ["zombie"]
+    # the two generation-0 app processes are still alive after the restart: lingering
+    lingering = last[(last.role == "app") & (last.born < census.restarts[0])]
+    assert len(lingering) == 2
+    assert (apps.rss > 0).all() and (apps.num_fds > 0).all() and (apps.num_threads >= 1).all()
+    assert df.uss.notna().any() and df.uss.isna().any()              # USS sampled every Nth round
+    assert census.rounds >= 20
+
+
+def test_census_keeps_watching_reparented_descendants():
+    # the parent exits at once, leaving a grandchild reparented to init: still counted by the census
+    script = "import subprocess, sys; subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)', 'role=app'])"
+    parent = procs.spawn([sys.executable, "-c", script + "; import time; time.sleep(0.5)"])
+    try:
+        t0 = time.monotonic()
+        census = Census(roots=lambda: [parent.pid] if parent.poll() is None else [], role=role, t0=t0,
+                        interval_s=0.05)
+        census.start()
+        time.sleep(1.2)
+        census.stop()
+        df = census.frame()
+        final = df[df.t == df.t.max()]
+        assert final.role.tolist() == ["app"]
+        assert final.ppid.tolist() != [parent.pid]
+    finally:
+        procs.kill_session(parent.pid)
+        parent.wait()
+
+
+def test_generation_counts_restarts_sent_before_birth():
+    c = Census(roots=lambda: [], role=role, t0=0.0)
+    for t in (5.0, 1.0, 3.0):
+        c.note_restart(t)
+    assert [c.generation(b) for b in (0.5, 1.0, 2.0, 4.0, 9.0)] == [0, 1, 1, 2, 3]

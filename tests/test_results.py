@@ -1,0 +1,75 @@
+"""The results contract: atomic writes, round-trips, dtype conformance, format refusal, crash detection."""
+
+import json
+import os
+
+import pandas as pd
+import pytest
+
+from restartbench import results
+
+
+def make_run(tmp_path, **meta):
+    path = results.new_run_dir(tmp_path, "r1")
+    results.write_json(path / "run.json", {"format": results.FORMAT, "run_id": "r1", "status": "complete",
+                                           "orchestrator": results.orchestrator_stamp(), **meta})
+    return path
+
+
+def test_round_trip(tmp_path):
+    path = make_run(tmp_path)
+    req = pd.DataFrame({"t_start": [0.1, 0.2], "t_end": [0.15, 2.2], "latency_ms": [50.0, 2000.0],
+                        "status": [200, 0], "outcome": ["ok", "timeout"], "error": [None, "Timeout"],
+                        "name": ["/", "/sleep"], "worker": [0, 1]})
+    results.write_frame(path / "requests.parquet", req, results.REQUEST_COLUMNS)
+    rs = pd.DataFrame({"index": [0], "kind": ["restart"], "t_sent": [1.0], "t_done": [1.01],
+                       "http_status": [200], "body": ['{"success": "Ok"}']})
+    results.write_frame(path / "restarts.csv", rs, results.RESTART_COLUMNS)
+    run = results.read_run(path)
+    back = run.requests()
+    assert list(back.columns) == list(results.REQUEST_COLUMNS)
+    assert back.outcome.tolist() == ["ok", "timeout"] and back.t_intended.isna().all()
+    assert back.error.isna().tolist() == [True, False]
+    assert run.restarts().body.tolist() == ['{"success": "Ok"}']
+    assert run.processes().empty and list(run.processes().columns) == list(results.PROCESS_COLUMNS)
+
+
+def test_unknown_format_is_refused_with_a_clear_error(tmp_path):
+    path = make_run(tmp_path, format=99)
+    with pytest.raises(results.FormatError, match="format 99 is not supported.*reads format 1"):
+        results.read_run(path)
+
+
+def test_not_a_run_dir(tmp_path):
+    with pytest.raises(results.FormatError, match="no run.json"):
+        results.read_run(tmp_path)
+    (tmp_path / "run.json").write_text("{not json")
+    with pytest.raises(results.FormatError, match="not valid JSON"):
+        results.read_run(tmp_path)
+
+
+def test_truncated_parquet_is_a_format_error(tmp_path):
+    path = make_run(tmp_path)
+    (path / "requests.parquet").write_bytes(b"PAR1 truncated")
+    with pytest.raises(results.FormatError, match="unreadable"):
+        results.read_run(path).requests()
+
+
+def test_write_atomic_leaves_no_temp_and_keeps_old_on_failure(tmp_path):
+    target = tmp_path / "x.json"
+    results.write_json(target, {"a": 1})
+    with pytest.raises(TypeError):
+        results.write_atomic(target, 12345)          # not bytes/str: fails before the rename
+    assert json.loads(target.read_text()) == {"a": 1}
+    assert os.listdir(tmp_path) == ["x.json"]
+
+
+def test_running_run_with_dead_orchestrator_reads_as_crashed(tmp_path):
+    path = make_run(tmp_path, status="running")
+    meta = json.loads((path / "run.json").read_text())
+    meta["orchestrator"]["pid"] = 2 ** 22 + 12345        # no such pid
+    results.write_json(path / "run.json", meta)
+    assert results.read_run(path).status == "crashed"
+    meta["orchestrator"]["pid"] = os.getpid()
+    results.write_json(path / "run.json", meta)
+    assert results.read_run(path).status == "running"
