@@ -124,12 +124,14 @@ def _co_stats(req: Requests, mask: np.ndarray | slice, outcome: np.ndarray,
                            ratio(n_late, int(finished.sum())))))
 
 
-def infer_timeout_s(req: Requests, scenario: dict[str, Any] | None = None) -> float | None:
-    """The client timeout: the scenario's ``timeout_s``/``request_timeout_s``, else the shortest
-    latency recorded for a ``timeout`` row, else None."""
-    for key in ("timeout_s", "request_timeout_s"):
-        value = (scenario or {}).get(key)
-        if isinstance(value, (int, float)) and value > 0:
+def infer_timeout_s(req: Requests, meta: dict[str, Any] | None = None) -> float | None:
+    """The client timeout: run.json ``load.request_timeout_s`` or the scenario's ``timeout_s`` /
+    ``request_timeout_s``, else the shortest latency recorded for a ``timeout`` row, else None."""
+    meta = meta or {}
+    for section, key in (("load", "request_timeout_s"), ("scenario", "timeout_s"),
+                         ("scenario", "request_timeout_s")):
+        value = (meta.get(section) or {}).get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
             return float(value)
     lat = req.latency_ms[req.outcome == TIMEOUT]
     lat = lat[np.isfinite(lat)]
@@ -393,15 +395,22 @@ def slope(y: np.ndarray) -> float:
     return float((x * (y - y.mean())).sum() / (x * x).sum())
 
 
-def retention(census: Census, windows: Windows, before: pd.DataFrame) -> dict[str, Any]:
+def retention(census: Census, windows: Windows, before: pd.DataFrame,
+              load_end: float = np.inf) -> dict[str, Any]:
     """Tree totals at idle (last sample before the first restart; with no restarts, the last
-    sample) and at the end (last sample), and their slope per restart.
+    sample), at the end (last sample of the run) and their slope per restart.
 
-    The slope fits the value just before each restart plus the value at the end, against
-    0, 1, ..., n (bytes/restart, fds/restart); NaN with fewer than two points.
+    The slope fits the value just before each restart plus one value at the end, against
+    0, 1, ..., n (bytes/restart, fds/restart); NaN with fewer than two points. That end value is
+    the last sample while the load still ran (``end_loaded``, at or before ``load_end``), so that
+    every point of the fit is taken under load: connections hold fds and memory, and a sample
+    after the load stopped would read as a drop.
     """
     idle_t = windows.first if len(windows) else np.inf
-    out: dict[str, Any] = {"idle": {}, "end": {}, "slope_per_restart": {}, "points": {}}
+    if not np.isfinite(load_end):
+        load_end = np.inf
+    out: dict[str, Any] = {"idle": {}, "end": {}, "end_loaded": {}, "slope_per_restart": {},
+                           "points": {}}
     for name in ("processes", *TREE_METRICS):
         series = census.totals[["t", name]].dropna()
         t = series["t"].to_numpy()
@@ -409,12 +418,16 @@ def retention(census: Census, windows: Windows, before: pd.DataFrame) -> dict[st
         k = int(np.searchsorted(t, idle_t, side="left")) - 1
         out["idle"][name] = float(v[k]) if k >= 0 else np.nan
         out["end"][name] = float(v[-1]) if len(v) else np.nan
+        k = int(np.searchsorted(t, load_end, side="right")) - 1
+        out["end_loaded"][name] = float(v[k]) if k >= 0 and t[k] >= idle_t else np.nan
         points = np.append(before[f"tree_{name}_before"].to_numpy(dtype="float64"),
-                           out["end"][name]) if len(windows) else np.array([])
+                           out["end_loaded"][name]) if len(windows) else np.array([])
         out["slope_per_restart"][name] = slope(points)
         out["points"][name] = int(np.isfinite(points).sum())
     out["idle"]["t"] = _sample_time(census, idle_t)
     out["end"]["t"] = float(census.times[-1]) if len(census) else np.nan
+    k = int(np.searchsorted(census.times, load_end, side="right")) - 1
+    out["end_loaded"]["t"] = float(census.times[k]) if k >= 0 else np.nan
     return out
 
 

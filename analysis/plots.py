@@ -135,7 +135,7 @@ def retention(a: Analysis) -> Figure:
         for ax in axes:
             _nothing(ax, "no restarts")
         return fig
-    end = a.retention["end"]
+    end = a.retention["end_loaded"]
     for ax, name, scale, unit in ((axes[0], "rss", MiB, "MiB"), (axes[1], "num_fds", 1.0, "fds")):
         y = np.append(a.restarts[f"tree_{name}_before"].to_numpy(dtype="float64"),
                       end[name] if end[name] is not None else np.nan) / scale
@@ -151,7 +151,7 @@ def retention(a: Analysis) -> Figure:
             ax.plot(x, intercept + b * x, color="tab:red",
                     label=f"slope {b:+.3g} {unit}/restart")
             ax.legend(loc="upper left", fontsize="small")
-        ax.set_xlabel("restart (last point: end of run)")
+        ax.set_xlabel("restart (last point: end of the load)")
         ax.set_ylabel(f"tree {'RSS' if name == 'rss' else 'open fds'} ({unit})")
         ax.grid(alpha=0.3)
     fig.suptitle("retention: process tree just before each restart")

@@ -58,7 +58,8 @@ def analyze(run: Run, window_s: float | None = None, grace_s: float | None = Non
     started before it (and before the first restart) are left out of the steady state.
     ``app_roles``: whose processes count for lingering and settle (default ``app`` if the census
     saw any, else ``main``). ``timeout_s``: the client timeout for the coordinated-omission
-    corrected timeouts (default: the scenario's, else inferred from ``timeout`` rows).
+    corrected timeouts (default: run.json's load/scenario setting, else inferred from ``timeout``
+    rows).
     """
     scenario = run.meta.get("scenario") or {}
     window_s, grace_s = analysis_params(scenario, window_s, grace_s)
@@ -68,14 +69,14 @@ def analyze(run: Run, window_s: float | None = None, grace_s: float | None = Non
     windows = restart_windows(restarts, window_s)
     roles = tuple(app_roles) if app_roles else metrics.default_app_roles(census)
     if timeout_s is None:
-        timeout_s = metrics.infer_timeout_s(req, scenario)
+        timeout_s = metrics.infer_timeout_s(req, run.meta)
 
     phases, phase, pos = metrics.phase_table(req, windows, warmup_s, timeout_s)
     idle = metrics.idle_count(census, windows, roles)
     kinds = restarts["kind"].to_numpy(dtype=object)[windows.order]
     counts, count_source = metrics.configured_counts(scenario, kinds, idle)
     table = restart_table(restarts, windows, req, phase, pos, census, roles, grace_s, counts)
-    retention = metrics.retention(census, windows, table)
+    retention = metrics.retention(census, windows, table, load_end=req.span()[1])
     params = {"window_s": window_s, "grace_s": grace_s, "warmup_s": warmup_s,
               "app_roles": list(roles), "timeout_s": timeout_s,
               "configured_processes": float(counts[0]) if len(counts) else idle,

@@ -363,3 +363,26 @@ def test_ten_thousand_restarts_stay_fast(tmp_path):
     s = summarize(run)
     assert time.perf_counter() - t < 5.0
     assert s["overall"]["restarts"] == 1000
+
+
+def test_retention_end_point_is_taken_under_load(tmp_path):
+    # the census outlives the load by 2 s, and the idle host then holds 5 fewer fds per process
+    times = [10.0, 15.0, 20.0]
+    procs = Tree(times, duration=32.0, fds_per_restart=1).frame()
+    procs.loc[procs["t"] >= 30.5, "num_fds"] -= 5
+    run = write_run(tmp_path, requests=requests_frame(duration=30.0), restarts=restarts_frame(times),
+                    processes=procs)
+    ret = summarize(run)["retention"]
+    assert ret["slope_per_restart"]["num_fds"] == pytest.approx(1.0)
+    assert ret["end_loaded"]["t"] == pytest.approx(29.9)
+    assert ret["end"]["t"] == pytest.approx(31.9)
+    assert ret["end"]["num_fds"] == ret["end_loaded"]["num_fds"] - 5 * 6
+
+
+def test_client_timeout_from_run_json(tmp_path):
+    run = write_run(tmp_path, requests=requests_frame(timeouts=[(10.0, 10.5)], timeout_s=0.7),
+                    restarts=restarts_frame([10.0]), meta={"load": {"request_timeout_s": 2.0}})
+    assert summarize(run)["params"]["timeout_s"] == 2.0
+    bare = write_run(tmp_path, "bare", requests=requests_frame(timeouts=[(10.0, 10.5)], timeout_s=0.7),
+                     restarts=restarts_frame([10.0]))
+    assert summarize(bare)["params"]["timeout_s"] == pytest.approx(0.7)
