@@ -27,7 +27,7 @@ from scipy.stats import mannwhitneyu
 from restartbench.results import FormatError, Run
 
 from .compare import fmt
-from .summary import cached_summary
+from .summary import summarize
 
 DEFAULT_PATH = Path(__file__).resolve().parent.parent / "gates" / "default.toml"
 
@@ -189,7 +189,7 @@ def evaluate(candidates: Sequence[Run], limits: dict[str, dict[str, Any]] | None
 
 def _summary(run: Run, window_s: float | None, grace_s: float | None) -> tuple[Run, dict[str, Any]]:
     try:
-        return run, cached_summary(run, window_s, grace_s)
+        return run, summarize(run, window_s=window_s, grace_s=grace_s)   # never a stale cache
     except FormatError as exc:
         raise GateInputError(str(exc).splitlines()[0]) from exc
 
