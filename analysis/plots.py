@@ -46,9 +46,9 @@ def _restart_marks(ax, a: Analysis) -> None:
 
 
 def bin_width(span_s: float) -> float:
-    """1 s bins, finer for short runs (at least ~60 bins)."""
-    for width in (0.1, 0.25, 0.5):
-        if span_s <= 60 * width:
+    """1 s bins, finer for runs short enough to show restarts in detail (<= 300 bins)."""
+    for width in (0.1, 0.2, 0.5):
+        if span_s <= 300 * width:
             return width
     return 1.0
 
