@@ -32,7 +32,7 @@ apps: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/restartbench run --target $(TARGET) --duration $(DURATION) --restart-every $(RESTART_EVERY) \
-	    --users $(USERS) $(if $(ARCH),--arch $(ARCH)) $(if $(SCENARIO),--scenario $(SCENARIO)) $(BENCH_ARGS)
+	    --users $(USERS) $(if $(ARCH),--arch $(ARCH)) $(if $(SCENARIO),--scenario $(SCENARIO)) --gate --report $(BENCH_ARGS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
