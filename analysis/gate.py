@@ -24,7 +24,7 @@ from rich.table import Table
 from rich.text import Text
 from scipy.stats import mannwhitneyu
 
-from restartbench.results import FormatError, Run
+from restartbench.results import FormatError, Run, read_run
 
 from .compare import fmt
 from .summary import summarize
@@ -161,6 +161,17 @@ class GateResult:
 
 
 # -- evaluation -------------------------------------------------------------------------------
+
+def open_runs(paths: Sequence[Path | str]) -> list[Run]:
+    """Open results directories for the gate; one that is not readable is a GateInputError."""
+    runs = []
+    for path in paths:
+        try:
+            runs.append(read_run(path))
+        except FormatError as exc:
+            raise GateInputError(str(exc)) from exc
+    return runs
+
 
 def evaluate(candidates: Sequence[Run], limits: dict[str, dict[str, Any]] | None = None,
              baseline: Sequence[Run] | None = None, alpha: float | None = None,
