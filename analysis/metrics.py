@@ -309,7 +309,7 @@ def configured_counts(scenario: dict[str, Any] | None, kinds: Sequence[Any],
         return np.full(n_restarts, fallback), "idle"
     counts, current, nth = [], float(value), 0
     for kind in kinds:
-        if kind == "processes":
+        if isinstance(kind, str) and kind == "processes":
             current = float(value) + (1.0 if nth % 2 == 0 else 0.0)
             nth += 1
         counts.append(current)

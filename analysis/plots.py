@@ -116,9 +116,12 @@ def processes(a: Analysis, max_stacked: int = 20) -> Figure:
         ax.step(c.times, np.bincount(sample[~is_new], minlength=len(c)), where="post",
                 label="older generations", color="tab:red")
         ax.legend(loc="upper left", fontsize="small")
-    configured = a.params.get("configured_processes")
-    if configured is not None and np.isfinite(configured):
-        ax.axhline(configured, color="black", linestyle="--", linewidth=0.8)
+    base = a.params.get("configured_processes")
+    base = np.nan if base is None else float(base)
+    x = np.r_[c.times[0], a.windows.starts, c.times[-1]]
+    counts = a.restarts["configured_processes"].to_numpy(dtype="float64")
+    y = np.r_[base, counts, counts[-1] if len(counts) else base]
+    ax.step(x, y, where="post", color="black", linestyle="--", linewidth=0.8)
     _restart_marks(ax, a)
     ax.set_ylabel(f"{'/'.join(roles)} processes")
     ax.set_xlabel("seconds since t0")

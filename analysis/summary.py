@@ -80,7 +80,7 @@ def analyze(run: Run, window_s: float | None = None, grace_s: float | None = Non
     retention = metrics.retention(census, windows, table, load_end=req.span()[1])
     params = {"window_s": window_s, "grace_s": grace_s, "warmup_s": warmup_s,
               "app_roles": list(roles), "timeout_s": timeout_s,
-              "configured_processes": float(counts[0]) if len(counts) else idle,
+              "configured_processes": _base_count(scenario, idle),
               "configured_processes_source": count_source}
     analysis = Analysis(run=run, params=params, requests=req, windows=windows, phase=phase,
                         restart_pos=pos, census=census, phases=phases, restarts=table,
@@ -115,7 +115,8 @@ def restart_table(restarts: pd.DataFrame, windows: Windows, req: metrics.Request
         "http_status": rows["http_status"].astype("Int64"),
     })
     return pd.concat([head, metrics.window_stats(req, windows, phase, pos),
-                      metrics.census_stats(census, windows, app_roles, grace_s, counts)], axis=1)
+                      metrics.census_stats(census, windows, app_roles, grace_s, counts),
+                      pd.DataFrame({"configured_processes": counts})], axis=1)
 
 
 def overall(a: Analysis, unplaced: int = 0) -> dict[str, Any]:
@@ -156,6 +157,12 @@ def overall(a: Analysis, unplaced: int = 0) -> dict[str, Any]:
 def _max(values: np.ndarray) -> float:
     values = values[np.isfinite(values)]
     return float(values.max()) if len(values) else np.nan
+
+
+def _base_count(scenario: dict[str, Any], idle: float) -> float:
+    """The app process count before any restart: the scenario's int, else the idle count."""
+    value = scenario.get("processes")
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else idle
 
 
 def _count(value: float) -> int | float:

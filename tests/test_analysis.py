@@ -184,6 +184,7 @@ def test_settle_uses_the_configured_count(tmp_path):
     s = summarize(run)
     assert [r["settle_s"] for r in s["restarts"]] == [pytest.approx(0.8), pytest.approx(0.8)]
     assert s["params"]["configured_processes_source"] == "scenario"
+    assert [r["configured_processes"] for r in s["restarts"]] == [2, 2]
     run3 = write_run(tmp_path, "three", requests=requests_frame(), restarts=restarts_frame(times),
                      processes=Tree(times, n_app=2).frame(), scenario={"name": "s", "processes": 3})
     assert [r["settle_s"] for r in strict_json(summarize(run3))["restarts"]] == [None, None]
@@ -195,6 +196,8 @@ def test_process_count_changes_follow_the_plan():
     assert counts.tolist() == [2, 3, 3, 2, 3] and source == "scenario"
     counts, source = configured_counts({}, ["restart"], 4.0)
     assert counts.tolist() == [4.0] and source == "idle"
+    counts, _ = configured_counts({"processes": 1}, [None, "processes"], np.nan)
+    assert counts.tolist() == [1, 2]
 
 
 def test_wasmtime_main_is_the_app_role(tmp_path):
