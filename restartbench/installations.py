@@ -10,9 +10,12 @@ executable runs under a user-mode emulator (``runner`` prefix), recorded as ``em
 
 from __future__ import annotations
 
+import os
 import platform
+import re
 import shutil
 import struct
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,16 +70,74 @@ def elf_arch(path: Path) -> str:
     return _ELF_MACHINES.get(machine, f"elf-machine-{machine:#x}")
 
 
+#: our arch names -> Debian's (for the cross packages that hold a foreign arch's shared libraries)
+_DEBIAN_ARCH = {"x86_64": "amd64", "aarch64": "arm64", "arm": "armhf", "i386": "i386", "riscv64": "riscv64"}
+#: shared libraries a foreign binary may miss -> the Debian cross package (``{}`` = Debian arch) holding them
+_LIB_PACKAGES = {"libgcc_s.so": "libgcc-s1-{}-cross", "libstdc++.so": "libstdc++6-{}-cross",
+                 "libatomic.so": "libatomic1-{}-cross"}
+
+
+def sysroot(arch: str) -> Path:
+    """Where Debian's cross packages put ``arch``'s libraries (qemu-user's ``-L`` prefix)."""
+    return Path(f"/usr/{arch}-linux-gnu")
+
+
+def emulator_packages(arch: str) -> list[str]:
+    """The Debian packages that let this machine run dynamically linked ``arch`` binaries."""
+    deb = _DEBIAN_ARCH.get(arch, arch)
+    return ["qemu-user-static", f"libc6-{deb}-cross", f"libgcc-s1-{deb}-cross"]
+
+
+def _apt_hint(arch: str, *packages: str) -> str:
+    return (f"apt-get install {' '.join(packages)} (or `make emulator ARCH={arch}`, which installs "
+            f"{' '.join(emulator_packages(arch))})")
+
+
 def runner_for(arch: str) -> tuple[str, ...]:
-    """The argv prefix that runs a binary of ``arch`` here: () natively, qemu-user for a foreign arch."""
+    """The argv prefix that runs a binary of ``arch`` here: () natively, qemu-user for a foreign arch
+    (``qemu-<arch>-static -L /usr/<arch>-linux-gnu``: the sysroot holds its dynamic loader and libc)."""
     if arch == host_arch():
         return ()
     qemu = shutil.which(f"qemu-{arch}-static") or shutil.which(f"qemu-{arch}")
     if not qemu:
-        raise InstallationError(f"{arch} binaries need user-mode emulation here: install Debian's "
-                                f"qemu-user-static (apt-get install qemu-user-static)")
-    sysroot = Path(f"/usr/{arch}-linux-gnu")
-    return (qemu, "-L", str(sysroot)) if sysroot.is_dir() else (qemu,)
+        raise InstallationError(f"{arch} binaries need user-mode emulation here (this machine is "
+                                f"{host_arch()}): install Debian's qemu-user-static: "
+                                + _apt_hint(arch, "qemu-user-static"))
+    root = sysroot(arch)
+    if not root.is_dir() or not any(root.glob("lib*/ld-linux*.so*")):
+        deb = _DEBIAN_ARCH.get(arch, arch)
+        raise InstallationError(f"{arch} binaries need {arch}'s C library under {root} (qemu-user's -L "
+                                f"sysroot), which is missing: " + _apt_hint(arch, f"libc6-{deb}-cross"))
+    return (qemu, "-L", str(root))
+
+
+def check_runs(exe: Path, runner: tuple[str, ...], arch: str, timeout_s: float = 60.0) -> str:
+    """Run ``exe --version`` (under ``runner``) and return its first line; raise InstallationError
+    saying what to install when it cannot run (a foreign binary's missing shared library, ...)."""
+    try:
+        out = subprocess.run([*runner, str(exe), "--version"], stdin=subprocess.DEVNULL,
+                             capture_output=True, text=True, timeout=timeout_s,
+                             env={**os.environ, "RUST_LOG": "off"})
+    except subprocess.TimeoutExpired:
+        raise InstallationError(f"`{exe.name} --version` did not finish in {timeout_s:g} s"
+                                + (f" under {Path(runner[0]).name}" if runner else "")) from None
+    except OSError as exc:
+        raise InstallationError(f"cannot run {exe}: {exc.strerror}") from None
+    text = (out.stdout or "") + (out.stderr or "")
+    if out.returncode == 0:
+        lines = text.strip().splitlines()
+        return lines[0] if lines else ""
+    m = re.search(r"error while loading shared libraries: (\S+?):", text)
+    if m and runner:
+        lib = m.group(1)
+        deb = _DEBIAN_ARCH.get(arch, arch)
+        pkg = next((p.format(deb) for prefix, p in _LIB_PACKAGES.items() if lib.startswith(prefix)),
+                   f"the {arch} package holding {lib}")
+        raise InstallationError(f"{exe} ({arch}) cannot run under {Path(runner[0]).name}: {lib} is missing "
+                                f"from {sysroot(arch)}: " + _apt_hint(arch, pkg))
+    first = text.strip().splitlines()[0][:200] if text.strip() else "no output"
+    raise InstallationError(f"`{exe} --version` failed (exit {out.returncode}"
+                            + (f", run by {Path(runner[0]).name}" if runner else "") + f"): {first}")
 
 
 def wasmtime(arch: str | None = None) -> Installation:
@@ -86,10 +147,18 @@ def wasmtime(arch: str | None = None) -> Installation:
         exe = tools.wasmtime()
     else:
         exe = tools.foreign_wasmtime(arch)
-    runner = runner_for(elf_arch(exe))
-    version = tools.version_of(str(exe), *runner).removeprefix("wasmtime ").split(" ")[0]
+    actual = elf_arch(exe)
+    if actual != arch:
+        raise InstallationError(f"{exe} is an {actual} executable, not {arch}: delete it "
+                                f"(it is fetched again) and retry")
+    runner = runner_for(actual)
+    if runner:      # a foreign binary: make sure it really runs, and say what is missing if not
+        first = check_runs(exe, runner, actual)
+    else:
+        first = tools.version_of(str(exe), *runner)
+    version = first.removeprefix("wasmtime ").split(" ")[0]
     return Installation(kind="wasmtime", name="wasmtime", executable=exe, version=version or "unknown",
-                        arch=elf_arch(exe), runner=runner, flavor="wasmtime")
+                        arch=actual, runner=runner, flavor="wasmtime")
 
 
 def resolve(spec: str, arch: str | None = None) -> Installation:
@@ -114,6 +183,12 @@ def discover() -> list[Candidate]:
         found.append(Candidate("wasmtime", wasmtime(), "pypi"))
     except (InstallationError, tools.ToolMissing) as exc:
         found.append(Candidate("wasmtime", None, "pypi", str(exc)))
+    for arch in sorted(set(_ARCH_ALIASES.values()) - {host_arch()}):   # foreign wheels fetched before
+        if tools.foreign_wasmtime_cached(arch) is not None:
+            try:
+                found.append(Candidate("wasmtime", wasmtime(arch), f"pypi ({arch} wheel)"))
+            except (InstallationError, tools.ToolMissing) as exc:
+                found.append(Candidate("wasmtime", None, f"pypi ({arch} wheel)", str(exc)))
     try:
         from . import units
     except ImportError:
