@@ -1,0 +1,596 @@
+"""NGINX Unit / FreeUnit: a private ``unitd`` per run, driven through its control API on a unix socket.
+
+Every run gets its own instance, self-contained in the target's work dir (mode 0700)::
+
+    control.sock   the control API (``--control unix:…``; Unit makes it 0600)
+    state/ tmp/    ``--statedir`` and ``--tmpdir`` (created first: 1.32 makes only the last path part)
+    unit.pid       ``--pid``
+    unit.log       ``--log``; unitd's stdout/stderr are appended to it too (start-up errors land there)
+
+``unitd --no-daemon`` runs in its own session (``procs.spawn``: it also dies with the orchestrator).
+Every option is given a value: unitd takes a following option as a missing value and can then
+start a second, daemonized Unit elsewhere (reference: NOTE-option-probe-incident.txt).
+
+Privileges: unprivileged, Unit runs everything as the calling user (the reference runs did this,
+via ``setpriv`` to nobody). As root, Unit would switch its router and app processes to ``nobody``,
+which cannot enter the run's 0700 work dir nor, often, read the component; so the target passes
+``--user``/``--group`` of the calling user (root) and all of Unit runs as that user. The target
+options ``user=``/``group=`` override this (e.g. ``user="nobody"`` to mirror a packaged setup; the
+component and the work dir's parents must then be readable by that user).
+
+The app: ``{"type": "wasm-wasi-component", "component": <abs path>, "processes": N}`` behind a
+listener on a free loopback port, or the user's own Unit application object (target option
+``app_object=<file.json>``, any language Unit runs: ``processes`` and ``environment`` are set by
+the run). Restart kinds and the control API calls they make:
+
+``restart``    GET /control/applications/<app>/restart
+``config``     PUT /config/applications/<app>/environment (Unit replaces the app processes)
+``swap``       PUT /config/applications/<app>/component (a changed app object: Unit replaces the
+               processes); then GET …/restart only if the path did not change (a rewritten file),
+               or always with ``swap_restart=True``
+``processes``  PUT /config/applications/<app>/processes
+
+Shutdown never hangs the suite: SIGTERM to main, a bounded wait, then SIGKILL for the whole session
+and for every process of the tree ever seen that left it. A main still alive after the wait is the
+known Unit shutdown hang: recorded as a ``stop_hang`` finding; every survivor is recorded.
+
+Under emulation (qemu-user) process titles are qemu's command line, so roles are ``other``.
+"""
+
+from __future__ import annotations
+
+import grp
+import http.client
+import json
+import os
+import pwd
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import psutil
+
+from .. import procs
+from .base import (Installation, RestartReply, StopReport, TargetError, free_port, process_title, tree,
+                   wait_http)
+
+APP_NAME = "restartbench"
+WASM_TYPE = "wasm-wasi-component"
+EMULATED_VMEM_CAP = 8 << 30
+SUN_PATH_MAX = 100                # bytes a unix socket path may have here (108 with NUL; keep a margin)
+TRACK_EVERY_S = 0.25              # how often roots() re-walks the tree to remember its processes
+
+_TITLE = re.compile(r'unit: (?:main v(?P<version>\S+)|(?P<fixed>controller|router)'
+                    r'|"(?P<app>.*)" (?P<kind>prototype|application))(?=\s|\[|$)')
+
+
+# -- process titles and /status ---------------------------------------------------------------
+
+def parse_title(title: str) -> tuple[str, str | None]:
+    """``(role, detail)`` of a process title: detail is the version for main, the app for a
+    prototype or app process, else None. Roles: main controller router prototype app other."""
+    m = _TITLE.match(title.strip(" \0"))
+    if not m:
+        return "other", None
+    if m.group("version"):
+        return "main", m.group("version")
+    if m.group("fixed"):
+        return m.group("fixed"), None
+    return ("prototype" if m.group("kind") == "prototype" else "app"), m.group("app")
+
+
+def unit_role(title: str) -> str:
+    """The census role of a Unit process, from its title (cmdline; comm stays ``unitd``)."""
+    return parse_title(title)[0]
+
+
+def flatten_status(status: dict[str, Any], app: str | None = APP_NAME) -> dict[str, float]:
+    """/status as flat numeric counters: ``connections.active``, ``requests.total``,
+    ``app.processes.running`` (``app`` = the run's app; other apps as ``applications.<name>.…``).
+    Tolerates every shape since 1.28 (1.33+ adds ``modules``: not counters, skipped) and the
+    whole-API document (``GET /``) that nests it under ``status``."""
+    if "status" in status and isinstance(status["status"], dict) and "connections" not in status:
+        status = status["status"]
+    out: dict[str, float] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, bool):
+            return
+        if isinstance(value, (int, float)):
+            out[prefix] = float(value)
+        elif isinstance(value, dict):
+            for key, sub in value.items():
+                walk(f"{prefix}.{key}" if prefix else str(key), sub)
+
+    for key, value in status.items():
+        if key == "modules":
+            continue
+        if key == "applications" and isinstance(value, dict):
+            for name, sub in value.items():
+                walk("app" if name == app else f"applications.{name}", sub)
+        else:
+            walk(str(key), value)
+    return out
+
+
+# -- the control API over a unix socket -------------------------------------------------------
+
+@dataclass
+class Reply:
+    """One control API answer."""
+
+    method: str
+    path: str
+    status: int
+    body: str
+    seconds: float
+
+    def json(self) -> Any:
+        return json.loads(self.body) if self.body.strip() else None
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+    def compact(self) -> str:
+        """The body on one line (Unit pretty-prints with tabs)."""
+        try:
+            return json.dumps(self.json(), separators=(",", ":"))
+        except ValueError:
+            return " ".join(self.body.split())
+
+
+class UnixHTTPConnection(http.client.HTTPConnection):
+    """http.client over an AF_UNIX stream socket."""
+
+    def __init__(self, path: str | Path, timeout: float = 10.0):
+        super().__init__("localhost", timeout=timeout)
+        self.unix_path = str(path)
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self.unix_path)
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+def control(sock_path: str | Path, method: str, path: str, body: Any = None,
+            timeout: float = 10.0) -> Reply:
+    """One request to Unit's control API; ``body`` (not str/bytes) is sent as JSON.
+    Raises OSError (incl. timeouts) when the socket does not answer."""
+    data = None
+    if body is not None:
+        data = body if isinstance(body, (bytes, str)) else json.dumps(body)
+        data = data.encode() if isinstance(data, str) else data
+    conn = UnixHTTPConnection(sock_path, timeout)
+    t = time.monotonic()
+    try:
+        conn.request(method, path, body=data,
+                     headers={"Content-Type": "application/json"} if data is not None else {})
+        resp = conn.getresponse()
+        text = resp.read().decode(errors="replace")
+        return Reply(method, path, resp.status, text, time.monotonic() - t)
+    finally:
+        conn.close()
+
+
+# -- shutdown ---------------------------------------------------------------------------------
+
+def shutdown(proc: subprocess.Popen, tracked: Iterable[psutil.Process], grace_s: float,
+             role=unit_role) -> StopReport:
+    """SIGTERM ``proc`` (a session leader), wait up to ``grace_s`` for it, its session and every
+    ``tracked`` process to exit, then SIGKILL what is left. Never blocks much past ``grace_s`` + 4 s.
+    ``proc`` still alive after the wait is a ``stop_hang`` finding; every process left is a survivor."""
+    report = StopReport()
+    t = time.monotonic()
+    tracked = [p for p in tracked if p.pid != proc.pid]
+    if proc.poll() is None:
+        try:
+            proc.send_signal(signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+
+    def left() -> list[psutil.Process]:
+        members = {p.pid: p for p in procs.session_members(proc.pid)}
+        for p in tracked:
+            if p.pid not in members and _alive(p):
+                members[p.pid] = p
+        members.pop(os.getpid(), None)
+        return list(members.values())
+
+    procs.wait_until(lambda: proc.poll() is not None and not left(), grace_s, step_s=0.02)
+    hung = proc.poll() is None
+    rest = left()
+    report.survivors = [{**procs.describe_process(p), "role": role(process_title(p))} for p in rest]
+    report.graceful = not rest
+    if hung:
+        report.findings.append({
+            "kind": "stop_hang", "pid": proc.pid,
+            "detail": f"unitd main {proc.pid} was still running {grace_s:g} s after SIGTERM (the known "
+                      f"Unit shutdown hang); killed it and {len(rest) - 1} other process(es)",
+            "processes": report.survivors})
+    procs.kill_session(proc.pid)          # always: also releases the session from procs' bookkeeping
+    if rest:
+        for p in rest:
+            if _alive(p):
+                try:
+                    p.kill()
+                except psutil.Error:
+                    pass
+        procs.wait_until(lambda: not any(_alive(p) for p in rest), 2.0, step_s=0.01)
+    try:
+        proc.wait(timeout=2)
+    except subprocess.TimeoutExpired:
+        pass
+    stuck = [p for p in rest if _alive(p)]
+    if stuck:
+        report.findings.append({"kind": "stop_unkillable", "detail": f"{len(stuck)} process(es) "
+                                f"survived SIGKILL: {[procs.describe_process(p) for p in stuck]}"})
+    report.stop_s = time.monotonic() - t
+    return report
+
+
+def _alive(p: psutil.Process) -> bool:
+    try:
+        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+# -- the target -------------------------------------------------------------------------------
+
+class UnitTarget:
+    """One private unitd serving one app on a free loopback port; see the module docstring."""
+
+    kind = "unit"
+    restart_kinds = ("restart", "config", "swap", "processes")
+
+    def __init__(self, installation: Installation, component: Path, workdir: Path, *,
+                 host: str = "127.0.0.1", port: int | None = None, processes: int = 1,
+                 app_name: str = APP_NAME, app_object: str | Path | dict | None = None,
+                 env: dict[str, str] | None = None, user: str | None = None, group: str | None = None,
+                 swap_restart: bool = False, ready_timeout_s: float = 60.0,
+                 control_timeout_s: float = 10.0, stop_timeout_s: float = 5.0):
+        if installation.kind != "unit":
+            raise TargetError(f"UnitTarget needs a unit installation, got {installation.kind!r}")
+        if installation.modules is None:
+            raise TargetError(f"{installation.label}: no modules dir; set UNIT_MODULES or 'modules' in units.toml")
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", app_name):
+            raise TargetError(f"app name {app_name!r}: use letters, digits, '_', '.', '-'")
+        slow = 5.0 if installation.emulated else 1.0
+        self.installation = installation
+        self.component = Path(component).resolve()
+        self.workdir = Path(workdir).resolve()
+        self.host = host
+        self.port = port or free_port(host)
+        self.processes = int(processes)
+        self.app_name = app_name
+        self.app_object = load_app_object(app_object) if app_object is not None else None
+        if self.app_object and self.app_object.get("type") == WASM_TYPE and self.app_object.get("component"):
+            self.component = Path(self.app_object["component"]).resolve()
+        self.env = {str(k): str(v) for k, v in (env or {}).items()}
+        self.user, self.group = _credentials(user, group)
+        self.swap_restart = swap_restart
+        self.ready_timeout_s = ready_timeout_s * slow
+        self.control_timeout_s = control_timeout_s * slow
+        self.stop_timeout_s = stop_timeout_s
+        self.log_path = self.workdir / "unit.log"
+        self.state_dir = self.workdir / "state"
+        self.tmp_dir = self.workdir / "tmp"
+        self.pid_path = self.workdir / "unit.pid"
+        self._sock_dir: Path | None = None
+        self.control_socket = self._socket_path()
+        self.proc: subprocess.Popen | None = None
+        self.calls: list[Reply] = []
+        self.findings: list[dict[str, Any]] = []
+        self._seen: dict[int, psutil.Process] = {}
+        self._tracked_at = 0.0
+        self._lock = threading.Lock()
+        self.config = self.full_config()
+
+    # -- the protocol ---------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def start(self) -> None:
+        """unitd up, control socket answering, config applied, app answering on ``url``."""
+        if self.is_wasm() and not self.component.is_file():
+            raise TargetError(f"component {self.component} not found: run `restartbench build-apps`")
+        self._prepare_dirs()
+        argv = self.command()
+        with open(self.log_path, "ab") as log:
+            log.write(f"--- restartbench {time.strftime('%Y/%m/%d %H:%M:%S')} {' '.join(argv)}\n".encode())
+            log.flush()
+            try:
+                self.proc = procs.spawn(argv, stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir,
+                                        vmem_cap=EMULATED_VMEM_CAP if self.installation.emulated else None)
+            except OSError as exc:
+                raise TargetError(f"cannot run {argv[0]}: {exc.strerror or exc}") from exc
+        self._track(force=True)
+        self._wait_control()
+        reply = self._call("PUT", "/config", self.config)
+        if not reply.ok:
+            raise TargetError(f"Unit rejected the configuration: {reply.status} {reply.compact()}"
+                              f"{self._alerts_hint()}")
+        try:
+            wait_http(self.url, self.ready_timeout_s, self._alive)
+        except TargetError as exc:
+            raise TargetError(f"the app did not answer: {exc}{self._alerts_hint()}") from exc
+        self._track(force=True)
+
+    def alive(self) -> bool:
+        """unitd main still runs (False: it crashed or was killed)."""
+        return self._alive()
+
+    def exit_reason(self) -> str:
+        if self.proc is None:
+            return "not started"
+        code = self.proc.poll()
+        if code is None:
+            return "still running"
+        if code < 0:
+            try:
+                return f"unitd main killed by {signal.Signals(-code).name}"
+            except ValueError:
+                return f"unitd main killed by signal {-code}"
+        return f"unitd main exited with status {code}"
+
+    def roots(self) -> list[int]:
+        """Main, plus any process of the tree ever seen that now lives outside it (reparented)."""
+        if self.proc is None:
+            return []
+        self._track()
+        with self._lock:
+            seen = dict(self._seen)
+        out = [self.proc.pid]
+        for pid, p in seen.items():
+            if pid == self.proc.pid or not _alive(p):
+                continue
+            try:
+                if p.ppid() not in seen:
+                    out.append(pid)
+            except psutil.Error:
+                continue
+        return out
+
+    def role(self, title: str) -> str:
+        return unit_role(title)
+
+    def restart(self, action: dict[str, Any]) -> RestartReply:
+        """One scripted action through the control API; its status, body and timing recorded."""
+        kind = action.get("kind", "restart")
+        if kind not in self.restart_kinds:
+            raise TargetError(f"Unit cannot do a {kind!r} action; it does {', '.join(self.restart_kinds)}")
+        app = f"/config/applications/{self.app_name}"
+        restart = f"/control/applications/{self.app_name}/restart"
+        t_sent = time.monotonic()
+        steps: list[Reply] = []
+        if kind == "restart":
+            steps.append(self._call("GET", restart))
+        elif kind == "config":
+            self.env.update({str(k): str(v) for k, v in action.get("env", {}).items()})
+            steps.append(self._call("PUT", f"{app}/environment", self.env))
+        elif kind == "swap":
+            if not self.is_wasm():
+                raise TargetError("a component swap needs a wasm-wasi-component app (app_object is "
+                                  f"{self.app_config().get('type')!r})")
+            new = Path(action["component"]).resolve()
+            unchanged = new == self.component
+            self.component = new
+            steps.append(self._call("PUT", f"{app}/component", str(new)))
+            if steps[-1].ok and (unchanged or self.swap_restart):
+                steps.append(self._call("GET", restart))
+        else:
+            self.processes = int(action["processes"])
+            steps.append(self._call("PUT", f"{app}/processes", self.processes))
+        t_done = time.monotonic()
+        self.config = self.full_config()
+        failed = next((s for s in steps if not s.ok), steps[-1])
+        body = steps[0].compact() if len(steps) == 1 else \
+            "; ".join(f"{s.method} {s.path} {s.status} {s.compact()}" for s in steps)
+        return RestartReply(kind=kind, t_sent=t_sent, t_done=t_done, http_status=failed.status, body=body)
+
+    def status_sample(self) -> dict[str, float]:
+        """GET /status, flattened (see ``flatten_status``). Raises when Unit does not answer."""
+        reply = control(self.control_socket, "GET", "/status", timeout=1.0)
+        if not reply.ok:
+            raise TargetError(f"GET /status: {reply.status} {reply.compact()}")
+        return flatten_status(reply.json(), self.app_name)
+
+    def stop(self) -> StopReport:
+        """SIGTERM main, bounded wait, then kill the session and every escaped process; see ``shutdown``."""
+        if self.proc is None:
+            self._cleanup()
+            return StopReport(findings=list(self.findings))
+        self._track(force=True)
+        with self._lock:
+            tracked = list(self._seen.values())
+        report = shutdown(self.proc, tracked, self.stop_timeout_s)
+        report.findings[:0] = self.findings
+        self._cleanup()
+        return report
+
+    def describe(self) -> dict[str, Any]:
+        app = f"/control/applications/{self.app_name}/restart"
+        cfg = f"/config/applications/{self.app_name}"
+        return {**self.installation.describe(), "restart_method": "control API",
+                "restart_calls": {"restart": f"GET {app}", "config": f"PUT {cfg}/environment",
+                                  "swap": f"PUT {cfg}/component" + (f" + GET {app}" if self.swap_restart else ""),
+                                  "processes": f"PUT {cfg}/processes"},
+                "app_name": self.app_name, "component": str(self.component), "config": self.config,
+                "control_socket": str(self.control_socket), "command": self.command(), "port": self.port,
+                "user": self.user, "group": self.group, "app_object": self.app_object is not None}
+
+    # -- configuration --------------------------------------------------------------------------
+
+    def is_wasm(self) -> bool:
+        return self.app_config().get("type") == WASM_TYPE
+
+    def app_config(self) -> dict[str, Any]:
+        """The application object: the user's (app_object) or the wasm component, with the run's
+        ``processes`` and ``environment``."""
+        if self.app_object is not None:
+            app = json.loads(json.dumps(self.app_object))
+        else:
+            app = {"type": WASM_TYPE}
+        if app.get("type") == WASM_TYPE:
+            app["component"] = str(self.component)
+        app["processes"] = self.processes
+        if self.env:
+            app["environment"] = {**app.get("environment", {}), **self.env}
+        return app
+
+    def full_config(self) -> dict[str, Any]:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return {"listeners": {f"{host}:{self.port}": {"pass": f"applications/{self.app_name}"}},
+                "applications": {self.app_name: self.app_config()}}
+
+    def command(self) -> list[str]:
+        """unitd's argv: --no-daemon and every path option, each with a value, all in the work dir."""
+        opts = [("--control", f"unix:{self.control_socket}"), ("--statedir", str(self.state_dir)),
+                ("--pid", str(self.pid_path)), ("--log", str(self.log_path)),
+                ("--tmpdir", str(self.tmp_dir)), ("--modulesdir", str(self.installation.modules))]
+        if self.user:
+            opts.append(("--user", self.user))
+        if self.group:
+            opts.append(("--group", self.group))
+        argv = ["--no-daemon"]
+        for opt, value in opts:
+            if not value or value.startswith("-"):
+                raise TargetError(f"unitd {opt} {value!r}: a value that looks like an option would be "
+                                  f"taken as one; use an absolute path")
+            argv += [opt, value]
+        return self.installation.command(*argv)
+
+    # -- internals ------------------------------------------------------------------------------
+
+    def _socket_path(self) -> Path:
+        """``workdir/control.sock``, or a short private dir when that path is too long for AF_UNIX."""
+        path = self.workdir / "control.sock"
+        if len(str(path).encode()) <= SUN_PATH_MAX:
+            return path
+        base = "/tmp" if os.path.isdir("/tmp") else None
+        self._sock_dir = Path(tempfile.mkdtemp(prefix="rbu-", dir=base))
+        return self._sock_dir / "control.sock"
+
+    def _prepare_dirs(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.workdir, 0o700)
+        for d in (self.state_dir, self.tmp_dir):
+            d.mkdir(mode=0o700, exist_ok=True)
+        if self.control_socket.exists():
+            self.control_socket.unlink()
+        if self._sock_dir is not None:
+            link = self.workdir / "control.sock"
+            if not link.exists():
+                link.symlink_to(self.control_socket)
+
+    def _alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def _wait_control(self) -> None:
+        deadline = time.monotonic() + self.control_timeout_s
+        last = "no socket yet"
+        while time.monotonic() < deadline:
+            if not self._alive():
+                raise TargetError(f"unitd exited (status {self.proc.returncode}) before its control socket "
+                                  f"answered:{self._log_tail()}")
+            if self.control_socket.exists():
+                try:
+                    if control(self.control_socket, "GET", "/config", timeout=1.0).ok:
+                        return
+                except OSError as exc:
+                    last = str(exc)
+            time.sleep(0.01)
+        raise TargetError(f"unitd's control socket {self.control_socket} did not answer within "
+                          f"{self.control_timeout_s:g} s ({last}){self._log_tail()}")
+
+    def _call(self, method: str, path: str, body: Any = None) -> Reply:
+        try:
+            reply = control(self.control_socket, method, path, body, timeout=self.control_timeout_s)
+        except OSError as exc:
+            raise TargetError(f"control API {method} {path}: {exc or type(exc).__name__}") from exc
+        self.calls.append(reply)
+        return reply
+
+    def _track(self, force: bool = False) -> None:
+        """Remember every process of main's tree (pid reuse is caught by psutil's create time)."""
+        now = time.monotonic()
+        if self.proc is None or (not force and now - self._tracked_at < TRACK_EVERY_S):
+            return
+        self._tracked_at = now
+        found = tree(self.proc.pid)
+        with self._lock:
+            for p in found:
+                known = self._seen.get(p.pid)
+                if known is None or not _alive(known):
+                    self._seen[p.pid] = p
+            for pid in [pid for pid, p in self._seen.items() if not _alive(p)]:
+                del self._seen[pid]
+
+    def _log_tail(self, n: int = 8) -> str:
+        try:
+            lines = self.log_path.read_text(errors="replace").splitlines()[-n:]
+        except OSError:
+            return ""
+        return "".join(f"\n    {line}" for line in lines) + f"\n  (log: {self.log_path})"
+
+    def _alerts_hint(self) -> str:
+        try:
+            lines = [line for line in self.log_path.read_text(errors="replace").splitlines()
+                     if "[alert]" in line or "[error]" in line or "[crit]" in line]
+        except OSError:
+            return ""
+        tail = "".join(f"\n    {line}" for line in lines[-5:])
+        return (f"; Unit logged:{tail}" if tail else "") + f"\n  (log: {self.log_path})"
+
+    def _cleanup(self) -> None:
+        if self._sock_dir is not None:
+            shutil.rmtree(self._sock_dir, ignore_errors=True)
+
+
+def load_app_object(source: str | Path | dict) -> dict[str, Any]:
+    """A Unit application object from a JSON file (or a dict): any ``type`` Unit runs."""
+    if isinstance(source, dict):
+        obj, where = source, "app_object"
+    else:
+        where = str(source)
+        try:
+            obj = json.loads(Path(source).read_text())
+        except OSError as exc:
+            raise TargetError(f"app_object {where}: cannot read ({exc.strerror})") from exc
+        except ValueError as exc:
+            raise TargetError(f"app_object {where}: not JSON ({exc})") from exc
+    if not isinstance(obj, dict) or not isinstance(obj.get("type"), str):
+        raise TargetError(f"app_object {where}: must be a JSON object with a \"type\" (a Unit "
+                          f"application object, e.g. {{\"type\": \"python\", \"path\": …, \"module\": …}})")
+    return obj
+
+
+def _credentials(user: str | None, group: str | None) -> tuple[str | None, str | None]:
+    """``--user``/``--group`` for unitd: as given, else the caller's own when running as root
+    (unprivileged, Unit cannot switch users and the options are left out)."""
+    if user or group:
+        return user, group
+    if os.geteuid() != 0:
+        return None, None
+    return pwd.getpwuid(os.geteuid()).pw_name, grp.getgrgid(os.getegid()).gr_name
