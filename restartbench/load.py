@@ -2,13 +2,24 @@
 
 Locust monkey-patches the stdlib with gevent, so it never runs inside the orchestrator: ``Load``
 starts ``python -m locust -f locustfiles/restart_load.py --headless ...`` as a child and talks to it
-only through arguments and the files in ``record_dir`` (one ``requests-<pid>.csv`` per Locust
-process; see ``locustfiles/recorder.py`` for the row format).
+only through arguments and the files in ``record_dir`` (see ``locustfiles/recorder.py`` for the row
+format):
+
+- one process (default): ``requests-<pid>.csv``;
+- ``processes`` = N > 1: Locust's ``--processes N`` (a master and N forked workers, all on loopback);
+  every worker writes its own ``requests-<pid>.csv``, the master none;
+- ``expect_workers`` = N > 0: this machine runs only the master (bound to ``master_bind``) and waits
+  for N workers started elsewhere with ``worker_command()``; they ship their rows to the master,
+  which writes ``requests-w-<worker>.csv``, and ``clock-offsets.json`` (each worker's measured
+  clock offset, see ``clock_offsets()``).
+
+``frame()`` merges every file into the requests.parquet contract; ``worker`` is the file's index.
 """
 
 from __future__ import annotations
 
 import glob
+import json
 import os
 import signal
 import subprocess
@@ -21,6 +32,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from . import procs, results
+from .targets.base import free_port
 
 LOCUSTFILE = Path(__file__).resolve().parent.parent / "locustfiles" / "restart_load.py"
 
@@ -40,7 +52,26 @@ class LoadSpec:
     sleep_ms: int = 500
     rate: float = 0.0
     processes: int = 1                # Locust processes (--processes N when > 1)
+    expect_workers: int = 0           # > 0: distributed, run the master here, N workers elsewhere
+    master_bind: str = "127.0.0.1:5557"   # where that master listens for its workers
     locustfile: str = str(LOCUSTFILE)
+
+    def __post_init__(self) -> None:
+        if self.processes < 1:
+            raise ValueError(f"load processes must be at least 1, got {self.processes}")
+        if self.expect_workers < 0:
+            raise ValueError(f"expect_workers must not be negative, got {self.expect_workers}")
+        if self.expect_workers and self.processes > 1:
+            raise ValueError("Locust runs either --processes N here or a master for remote workers, not "
+                             "both: drop --load-processes or --expect-workers")
+        self.master_address()           # checks the format
+
+    def master_address(self) -> tuple[str, int]:
+        """``master_bind`` as (host, port)."""
+        host, sep, port = self.master_bind.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"master bind {self.master_bind!r}: use HOST:PORT, e.g. 127.0.0.1:5557")
+        return host.strip("[]"), int(port)
 
     def describe(self) -> dict:
         return asdict(self)
@@ -66,8 +97,25 @@ class Load:
                 "--request-timeout", f"{s.request_timeout_s:g}", "--sleep-share", f"{s.sleep_share:g}",
                 "--sleep-ms", str(s.sleep_ms), "--rate", f"{s.rate:g}"]
         if s.processes > 1:
-            argv += ["--processes", str(s.processes)]
+            # the forked workers talk to their master over loopback, on a port of their own
+            port = free_port("127.0.0.1")
+            argv += ["--processes", str(s.processes), "--master-bind-host", "127.0.0.1",
+                     "--master-bind-port", str(port), "--master-host", "127.0.0.1", "--master-port", str(port)]
+        elif s.expect_workers:
+            host, port = s.master_address()
+            argv += ["--master", "--expect-workers", str(s.expect_workers), "--master-bind-host", host,
+                     "--master-bind-port", str(port), "--expect-workers-max-wait", "60"]
         return argv
+
+    def worker_command(self, master_host: str | None = None, python: str = "") -> list[str]:
+        """The one command that starts a worker for a distributed run (on any machine with this
+        locustfile and Locust): it takes every setting from the master and ships its rows back."""
+        host, port = self.spec.master_address()
+        if master_host is None:
+            master_host = "127.0.0.1" if host in ("0.0.0.0", "*", "::") else host
+        prefix = [python, "-m", "locust"] if python else ["locust"]
+        return prefix + ["-f", self.spec.locustfile, "--worker", "--master-host", master_host,
+                         "--master-port", str(port), "--loglevel", "WARNING"]
 
     def start(self) -> None:
         self.record_dir.mkdir(parents=True, exist_ok=True)
@@ -118,6 +166,16 @@ class Load:
         """Every recorded request, all Locust processes merged, in the requests.parquet contract."""
         return read_records(self.files())
 
+    def clock_offsets(self) -> list[dict]:
+        """Each worker's measured clock offset to the master (distributed and ``processes`` > 1 runs;
+        empty for a single process), one entry per worker: ``worker`` (its index in requests.parquet,
+        or -1 if it recorded nothing), ``file``, ``hostname``, ``pid``, ``offset_s`` (master clock −
+        worker clock, from the ping with the shortest round trip), ``rtt_s`` (that round trip: the
+        offset is within ±rtt_s/2), ``same_clock`` (same kernel and |offset| <= rtt: no shift applied),
+        ``applied_offset_s`` (the shift applied to its rows), ``offset_end_s``/``rtt_end_s`` (measured
+        again when it stopped: the drift over the run)."""
+        return read_offsets(self.record_dir, self.files())
+
 
 def read_records(paths: list[str]) -> pd.DataFrame:
     """Merge recorder CSV files into one frame (``worker`` = file index), tolerating a cut last line."""
@@ -134,8 +192,26 @@ def read_records(paths: list[str]) -> pd.DataFrame:
     return results.conform(frame, results.REQUEST_COLUMNS)
 
 
+def read_offsets(record_dir: Path, files: list[str]) -> list[dict]:
+    """``clock-offsets.json`` of a record dir, each entry tagged with its ``worker`` index in ``files``."""
+    path = Path(record_dir) / "clock-offsets.json"
+    try:
+        entries = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return []
+    index = {Path(f).name: i for i, f in enumerate(files)}
+    return [{"worker": index.get(e.get("file", ""), -1), **e} for e in entries]
+
+
 def _read_csv(path: str) -> pa.Table:
+    """One recorder file, whole lines only: a line cut short by a killed writer (it can still have 8
+    fields, e.g. with its last number truncated) is dropped, not misread."""
+    with open(path, "rb") as f:
+        data = f.read()
+    data = data[: data.rfind(b"\n") + 1]
+    if not data:
+        return pa.table({name: pa.array([], type=t) for name, t in _CSV_TYPES.items()})
     opts = pacsv.ConvertOptions(column_types=_CSV_TYPES, strings_can_be_null=False)
-    parse = pacsv.ParseOptions(invalid_row_handler=lambda row: "skip")   # a half-written last row
-    return pacsv.read_csv(path, convert_options=opts, parse_options=parse)
+    parse = pacsv.ParseOptions(invalid_row_handler=lambda row: "skip")   # a malformed row
+    return pacsv.read_csv(pa.BufferReader(data), convert_options=opts, parse_options=parse)
 
