@@ -122,6 +122,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="open model: requests/s in total (default: closed model)")
     g.add_argument("--load-processes", type=_positive(int, "load-processes"), default=1,
                    help="Locust processes (default 1)")
+    g.add_argument("--expect-workers", type=_positive(int, "expect-workers"), default=0, metavar="N",
+                   help="distributed load: run only the Locust master here and wait for N workers, each "
+                   "started elsewhere with: locust -f locustfiles/restart_load.py --worker --master-host "
+                   "<this host> --master-port PORT")
+    g.add_argument("--master-bind", default="127.0.0.1:5557", metavar="HOST:PORT",
+                   help="where that master listens for workers (default 127.0.0.1:5557; 0.0.0.0:5557 for "
+                   "other machines)")
     g = p.add_argument_group("output")
     g.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS, help="where run dirs go")
     g.add_argument("--run-id", default=None, help="name of the run dir (default: time-target-arch-scenario)")
@@ -179,9 +186,13 @@ def run_config(args: argparse.Namespace) -> RunConfig:
                               cooldown=args.cooldown, restart_every=args.restart_every,
                               restarts=args.restarts, actions=args.actions, processes=args.processes,
                               window=args.window, grace=args.grace)
-    load = LoadSpec(users=args.users, spawn_rate=args.spawn_rate or 0.0, request_timeout_s=args.request_timeout,
-                    sleep_share=args.sleep_share, sleep_ms=args.sleep_ms, rate=args.rate or 0.0,
-                    processes=args.load_processes)
+    try:
+        load = LoadSpec(users=args.users, spawn_rate=args.spawn_rate or 0.0,
+                        request_timeout_s=args.request_timeout, sleep_share=args.sleep_share,
+                        sleep_ms=args.sleep_ms, rate=args.rate or 0.0, processes=args.load_processes,
+                        expect_workers=args.expect_workers, master_bind=args.master_bind)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     if load.request_timeout_s >= scenario.restart_every_s and scenario.restart_count > 1:
         raise UsageError(f"--request-timeout {load.request_timeout_s:g}s is not below the restart interval "
                          f"{scenario.restart_every_s:g}s: a hung request must end inside its window")
