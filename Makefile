@@ -5,16 +5,34 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 # bench parameters (override on the command line: make bench DURATION=60s RESTART_EVERY=10s)
+#   ARCH=arm64 (aarch64, x86_64, amd64; default this machine's) or a list ARCH=x86_64,arm64
+#   UNIT=1.32.0,1.32.1 (names from `restartbench targets`) selects Unit builds instead of TARGET
+#   SCENARIO=mixed or a list; several targets, arches or scenarios make a matrix run
 TARGET        ?= wasmtime
 DURATION      ?= 40s
 RESTART_EVERY ?= 5s
-USERS         ?= 20
+USERS         ?=
 ARCH          ?=
 UNIT          ?=
 SCENARIO      ?=
 BENCH_ARGS    ?=
 
-.PHONY: all venv apps bench test test-all gate asv report clean
+comma := ,
+empty :=
+space := $(empty) $(empty)
+list   = $(subst $(comma),$(space),$(1))
+norm_arch = $(patsubst amd64,x86_64,$(patsubst arm64,aarch64,$(patsubst arm64v8,aarch64,$(1))))
+deb_arch  = $(patsubst x86_64,amd64,$(patsubst aarch64,arm64,$(1)))
+HOST_ARCH := $(call norm_arch,$(shell uname -m))
+ARCHES    := $(call norm_arch,$(call list,$(ARCH)))
+FOREIGN   := $(sort $(filter-out $(HOST_ARCH),$(ARCHES)))
+TARGETS   := $(if $(UNIT),$(subst $(space),$(comma),$(addprefix unit@,$(call list,$(UNIT)))),$(TARGET))
+MATRIX    := $(or $(word 2,$(call list,$(TARGETS))),$(word 2,$(ARCHES)),$(word 2,$(call list,$(SCENARIO))))
+# emulated hosts are ~5x slower: fewer Locust users keep such a run bounded (same for every cell)
+BENCH_USERS := $(or $(USERS),$(if $(FOREIGN),10,20))
+SUDO      := $(if $(filter 0,$(shell id -u)),,sudo)
+
+.PHONY: all venv apps bench emulator test test-all gate asv report clean
 
 all: test
 
@@ -30,9 +48,37 @@ venv: $(STAMP)
 apps: $(STAMP)
 	$(BIN)/restartbench build-apps
 
-bench: $(STAMP)
-	$(BIN)/restartbench run --target $(TARGET) --duration $(DURATION) --restart-every $(RESTART_EVERY) \
-	    --users $(USERS) $(if $(ARCH),--arch $(ARCH)) $(if $(SCENARIO),--scenario $(SCENARIO)) --gate --report $(BENCH_ARGS)
+RUN_FLAGS = --duration $(DURATION) --restart-every $(RESTART_EVERY) --users $(BENCH_USERS) \
+	    $(if $(SCENARIO),--scenario $(SCENARIO)) --gate --report $(BENCH_ARGS)
+
+bench: $(STAMP) $(if $(FOREIGN),emulator)
+ifeq ($(MATRIX),)
+	$(BIN)/restartbench run --target $(TARGETS) $(if $(ARCH),--arch $(ARCH)) $(RUN_FLAGS)
+else
+	$(BIN)/restartbench matrix --targets $(TARGETS) $(if $(ARCH),--arch $(ARCH)) $(RUN_FLAGS)
+endif
+
+# user-mode emulation for a foreign ARCH: Debian's qemu-user-static plus that arch's C library and
+# libgcc (the sysroot qemu's -L points at); installed with apt-get only when something is missing
+emulator:
+ifeq ($(FOREIGN),)
+	@echo "emulator: ARCH=$(or $(ARCH),$(HOST_ARCH)) runs natively on this $(HOST_ARCH) machine; nothing to install"
+else
+	@need=""; \
+	for a in $(FOREIGN); do \
+	  case $$a in aarch64|x86_64) ;; *) echo "error: ARCH $$a: use x86_64 (amd64) or aarch64 (arm64)" >&2; exit 2;; esac; \
+	  d=$$(echo $$a | sed -e s/aarch64/arm64/ -e s/x86_64/amd64/); \
+	  command -v qemu-$$a-static >/dev/null || need="$$need qemu-user-static"; \
+	  ls /usr/$$a-linux-gnu/lib/ld-linux*.so* >/dev/null 2>&1 || need="$$need libc6-$$d-cross"; \
+	  test -e /usr/$$a-linux-gnu/lib/libgcc_s.so.1 || need="$$need libgcc-s1-$$d-cross"; \
+	done; \
+	need=$$(echo $$need | tr ' ' '\n' | sort -u | xargs); \
+	if [ -z "$$need" ]; then echo "emulator: qemu-user and the $(FOREIGN) sysroot are installed"; exit 0; fi; \
+	command -v apt-get >/dev/null || { echo "error: $(FOREIGN) binaries need user-mode emulation: install $$need (Debian/Ubuntu names) and retry" >&2; exit 2; }; \
+	echo "emulator: $(FOREIGN) binaries run under qemu-user; installing $$need:"; \
+	echo "+ $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y --no-install-recommends $$need"; \
+	$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$need
+endif
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

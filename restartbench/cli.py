@@ -84,61 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("run", help="one run: load + scripted restarts + census -> results/runs/<id>/")
-    g = p.add_argument_group("target")
-    g.add_argument("--target", default="wasmtime", help="wasmtime (default), unit or unit@NAME "
-                   "(see `restartbench targets`)")
-    g.add_argument("--arch", default=None, help="x86_64/amd64 or aarch64/arm64 (default: this machine's; "
-                   "a foreign arch runs under qemu-user)")
-    g.add_argument("--app", default="hello", help=f"app under test: {', '.join(apps.APPS)} (default hello)")
-    g.add_argument("--unit-app", type=Path, default=None, metavar="FILE",
-                   help="Unit only: your own Unit application object (JSON) instead of the built app")
-    g.add_argument("--restart-mode", choices=("term", "drain"), default=None,
-                   help="wasmtime only: how the process replacement stops the old server (default term)")
-    g.add_argument("--host", default="127.0.0.1", help="loopback address the host listens on (default 127.0.0.1)")
-    g.add_argument("--port", type=int, default=None, help="port (default: a free one)")
-    g.add_argument("--allow-remote", action="store_true", help="allow a non-loopback --host")
-    g = p.add_argument_group("scenario (flags override the scenario file)")
-    g.add_argument("--scenario", default="periodic-restart",
-                   help=f"a name in scenarios/ ({', '.join(_scenario_names())}) or a .toml path")
-    g.add_argument("--duration", type=_duration("duration"), help="total load time, e.g. 40s")
-    g.add_argument("--warmup", type=_duration("warmup"), help="steady state before the first restart")
-    g.add_argument("--cooldown", type=_duration("cooldown"), help="load after the last restart")
-    g.add_argument("--restart-every", type=_duration("restart-every"), help="restart interval, e.g. 5s")
-    g.add_argument("--restarts", type=int, help="number of restarts (default: as many as fit)")
-    g.add_argument("--actions", help="restart kinds used in turn: restart,config,swap,processes")
-    g.add_argument("--processes", type=int, help="app processes (Unit)")
-    g.add_argument("--window", type=_duration("window"), help="restart window W for the metrics (5s)")
-    g.add_argument("--grace", type=_duration("grace"), help="lingering grace (5s)")
-    g = p.add_argument_group("load")
-    g.add_argument("--users", type=_positive(int, "users"), default=20, help="Locust users (default 20)")
-    g.add_argument("--spawn-rate", type=_positive(float, "spawn-rate"), default=None,
-                   help="users started per second (default: all at once)")
-    g.add_argument("--request-timeout", type=_duration("request-timeout"), default=2.0,
-                   help="a request slower than this is a timeout (default 2s)")
-    g.add_argument("--sleep-share", type=_share, default=0.1,
-                   help="share of users holding /sleep requests in flight (default 0.1)")
-    g.add_argument("--sleep-ms", type=_positive(int, "sleep-ms"), default=500, help="held request time (500)")
-    g.add_argument("--rate", type=_positive(float, "rate"), default=None,
-                   help="open model: requests/s in total (default: closed model)")
-    g.add_argument("--load-processes", type=_positive(int, "load-processes"), default=1,
-                   help="Locust processes (default 1)")
-    g.add_argument("--expect-workers", type=_positive(int, "expect-workers"), default=0, metavar="N",
-                   help="distributed load: run only the Locust master here and wait for N workers, each "
-                   "started elsewhere with: locust -f locustfiles/restart_load.py --worker --master-host "
-                   "<this host> --master-port PORT")
-    g.add_argument("--master-bind", default="127.0.0.1:5557", metavar="HOST:PORT",
-                   help="where that master listens for workers (default 127.0.0.1:5557; 0.0.0.0:5557 for "
-                   "other machines)")
-    g = p.add_argument_group("output")
-    g.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS, help="where run dirs go")
-    g.add_argument("--run-id", default=None, help="name of the run dir (default: time-target-arch-scenario)")
-    g.add_argument("--census-interval", type=_duration("census-interval"), default=0.1,
-                   help="process census period (default 100ms)")
-    g.add_argument("--keep", action="store_true", help="keep the host's temp dir (state, socket, logs)")
-    g.add_argument("--gate", nargs="?", const="default", default=None, metavar="LIMITS",
-                   help="judge the run with the gate (default limits, or a TOML file); exit 1 on failure")
-    g.add_argument("--report", action="store_true", help="also write the HTML report into the run dir")
-    g.add_argument("--quiet", action="store_true", help="no live progress")
+    _add_run_arguments(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("summary", help="print a run's summary table (and write summary.json)")
@@ -168,7 +114,81 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("names", nargs="*", help=f"apps to build (default all: {', '.join(apps.APPS)})")
     p.add_argument("--force", action="store_true", help="rebuild even when up to date")
     p.set_defaults(func=cmd_build_apps)
+
+    p = sub.add_parser("matrix", help="every selected version x arch x scenario, one run each, then one "
+                       "comparison and one gate verdict; exit 0 pass / 1 gate failed / 3 a cell failed")
+    _add_run_arguments(p, several=True)
+    p.set_defaults(func=cmd_matrix)
+
+    p = sub.add_parser("bisect", help="binary search over installed versions for the first one that fails "
+                       "the gate; exit 0 found / 1 good fails or bad passes / 3 left open by failed runs")
+    g = p.add_argument_group("bisect")
+    g.add_argument("--good", required=True, help="a version (or units.toml name) that passes the gate")
+    g.add_argument("--bad", required=True, help="a version that fails it (older or newer than --good)")
+    g.add_argument("--no-verify", action="store_true", help="trust --good/--bad instead of running them")
+    _add_run_arguments(p)
+    p.set_defaults(func=cmd_bisect, target="unit")
     return parser
+
+
+def _add_run_arguments(p: argparse.ArgumentParser, several: bool = False) -> None:
+    """The flags of one run (target, scenario, load, output), shared by run, matrix and bisect;
+    ``several``: target, arch and scenario take comma-separated lists (matrix)."""
+    g = p.add_argument_group("target")
+    if several:
+        g.add_argument("--targets", "--target", dest="target", default="wasmtime", help="comma-separated: "
+                       "wasmtime (default), unit, unit@NAME, unit@* (every installed Unit build)")
+        g.add_argument("--arch", default=None, help="comma-separated: x86_64/amd64, aarch64/arm64 (default: "
+                       "this machine's; a foreign arch runs under qemu-user)")
+    else:
+        g.add_argument("--target", default="wasmtime", help="wasmtime (default), unit or unit@NAME "
+                       "(see `restartbench targets`)")
+        g.add_argument("--arch", default=None, help="x86_64/amd64 or aarch64/arm64 (default: this machine's; "
+                       "a foreign arch runs under qemu-user)")
+    g.add_argument("--app", default="hello", help=f"app under test: {', '.join(apps.APPS)} (default hello)")
+    g.add_argument("--unit-app", type=Path, default=None, metavar="FILE",
+                   help="Unit only: your own Unit application object (JSON) instead of the built app")
+    g.add_argument("--restart-mode", choices=("term", "drain"), default=None,
+                   help="wasmtime only: how the process replacement stops the old server (default term)")
+    g.add_argument("--host", default="127.0.0.1", help="loopback address the host listens on (default 127.0.0.1)")
+    g.add_argument("--port", type=int, default=None, help="port (default: a free one)")
+    g.add_argument("--allow-remote", action="store_true", help="allow a non-loopback --host")
+    g = p.add_argument_group("scenario (flags override the scenario file)")
+    g.add_argument("--scenario", default="periodic-restart",
+                   help=("comma-separated: " if several else "") +
+                   f"a name in scenarios/ ({', '.join(_scenario_names())}) or a .toml path")
+    g.add_argument("--duration", type=_duration("duration"), help="total load time, e.g. 40s")
+    g.add_argument("--warmup", type=_duration("warmup"), help="steady state before the first restart")
+    g.add_argument("--cooldown", type=_duration("cooldown"), help="load after the last restart")
+    g.add_argument("--restart-every", type=_duration("restart-every"), help="restart interval, e.g. 5s")
+    g.add_argument("--restarts", type=int, help="number of restarts (default: as many as fit)")
+    g.add_argument("--actions", help="restart kinds used in turn: restart,config,swap,processes")
+    g.add_argument("--processes", type=int, help="app processes (Unit)")
+    g.add_argument("--window", type=_duration("window"), help="restart window W for the metrics (5s)")
+    g.add_argument("--grace", type=_duration("grace"), help="lingering grace (5s)")
+    g = p.add_argument_group("load")
+    g.add_argument("--users", type=_positive(int, "users"), default=20, help="Locust users (default 20)")
+    g.add_argument("--spawn-rate", type=_positive(float, "spawn-rate"), default=None,
+                   help="users started per second (default: all at once)")
+    g.add_argument("--request-timeout", type=_duration("request-timeout"), default=2.0,
+                   help="a request slower than this is a timeout (default 2s)")
+    g.add_argument("--sleep-share", type=_share, default=0.1,
+                   help="share of users holding /sleep requests in flight (default 0.1)")
+    g.add_argument("--sleep-ms", type=_positive(int, "sleep-ms"), default=500, help="held request time (500)")
+    g.add_argument("--rate", type=_positive(float, "rate"), default=None,
+                   help="open model: requests/s in total (default: closed model)")
+    g.add_argument("--load-processes", type=_positive(int, "load-processes"), default=1,
+                   help="Locust processes (default 1)")
+    g = p.add_argument_group("output")
+    g.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS, help="where run dirs go")
+    g.add_argument("--run-id", default=None, help="name of the run dir (default: time-target-arch-scenario)")
+    g.add_argument("--census-interval", type=_duration("census-interval"), default=0.1,
+                   help="process census period (default 100ms)")
+    g.add_argument("--keep", action="store_true", help="keep the host's temp dir (state, socket, logs)")
+    g.add_argument("--gate", nargs="?", const="default", default=None, metavar="LIMITS",
+                   help="judge the run with the gate (default limits, or a TOML file); exit 1 on failure")
+    g.add_argument("--report", action="store_true", help="also write the HTML report into the run dir")
+    g.add_argument("--quiet", action="store_true", help="no live progress")
 
 
 def _scenario_names() -> list[str]:
@@ -186,13 +206,9 @@ def run_config(args: argparse.Namespace) -> RunConfig:
                               cooldown=args.cooldown, restart_every=args.restart_every,
                               restarts=args.restarts, actions=args.actions, processes=args.processes,
                               window=args.window, grace=args.grace)
-    try:
-        load = LoadSpec(users=args.users, spawn_rate=args.spawn_rate or 0.0,
-                        request_timeout_s=args.request_timeout, sleep_share=args.sleep_share,
-                        sleep_ms=args.sleep_ms, rate=args.rate or 0.0, processes=args.load_processes,
-                        expect_workers=args.expect_workers, master_bind=args.master_bind)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
+    load = LoadSpec(users=args.users, spawn_rate=args.spawn_rate or 0.0, request_timeout_s=args.request_timeout,
+                    sleep_share=args.sleep_share, sleep_ms=args.sleep_ms, rate=args.rate or 0.0,
+                    processes=args.load_processes)
     if load.request_timeout_s >= scenario.restart_every_s and scenario.restart_count > 1:
         raise UsageError(f"--request-timeout {load.request_timeout_s:g}s is not below the restart interval "
                          f"{scenario.restart_every_s:g}s: a hung request must end inside its window")
@@ -337,6 +353,178 @@ def cmd_build_apps(args: argparse.Namespace) -> int:
         path = apps.build(name, force=args.force)
         console.print(f"{name}: {path} ({path.stat().st_size:,} bytes)")
     return EXIT_OK
+
+
+def _scenarios_from(args: argparse.Namespace, names: Sequence[str]) -> list[scenarios.Scenario]:
+    """The named scenarios with the run flags' overrides (as ``run_config`` applies them)."""
+    return [scenarios.load(name, duration=args.duration, warmup=args.warmup, cooldown=args.cooldown,
+                           restart_every=args.restart_every, restarts=args.restarts, actions=args.actions,
+                           processes=args.processes, window=args.window, grace=args.grace)
+            for name in names]
+
+
+def _base_config(args: argparse.Namespace, target: str, arch: str | None, scenario: str) -> RunConfig:
+    """The run flags as a RunConfig (checked by ``run_config``); matrix/bisect then set each run's
+    target, arch, build and scenario."""
+    base = argparse.Namespace(**vars(args))
+    base.target, base.arch, base.scenario = target, arch, scenario
+    config = run_config(base)
+    config.installation = None
+    return config
+
+
+def cmd_matrix(args: argparse.Namespace) -> int:
+    from . import matrix
+
+    limits = _gate_limits(args.gate or "default")
+    targets = matrix.split_list(args.target)
+    names = matrix.split_list(args.scenario) or ["periodic-restart"]
+    if not targets:
+        raise UsageError("--targets is empty: pass e.g. --targets wasmtime,unit@1.32.0")
+    if args.restart_mode and not any(t.startswith("wasmtime") for t in targets):
+        raise UsageError("--restart-mode is for the wasmtime target; none is selected")
+    units = [t for t in targets if t.startswith("unit")]
+    if args.unit_app is not None and not units:
+        raise UsageError("--unit-app needs a unit target in --targets")
+    scens = _scenarios_from(args, names)
+    for scen in scens:
+        if args.request_timeout >= scen.restart_every_s and scen.restart_count > 1:
+            raise UsageError(f"--request-timeout {args.request_timeout:g}s is not below scenario {scen.name}'s "
+                             f"restart interval {scen.restart_every_s:g}s")
+    try:
+        cell_list = matrix.cells(targets, matrix.split_list(args.arch), scens)
+    except matrix.MatrixInputError as exc:
+        raise UsageError(str(exc)) from None
+    if all(c.error for c in cell_list):
+        raise UsageError("nothing to run: " + "; ".join(f"{c.target} {c.arch}: {c.error.splitlines()[0]}"
+                                                        for c in cell_list))
+    base = _base_config(args, units[0] if args.unit_app is not None else "wasmtime", None, names[0])
+    plan = Table(title=f"matrix: {len(cell_list)} runs, one after another", title_justify="left")
+    for col in ("#", "target", "version", "arch", "runs as", "scenario", "note"):
+        plan.add_column(col)
+    for n, c in enumerate(cell_list, 1):
+        plan.add_row(str(n), c.target, c.version or "-", c.arch, "emulated" if c.emulated else
+                     ("native" if c.installation else "-"), c.scenario.name,
+                     f"[red]cannot run:[/] {c.error}" if c.error else "")
+    console.print(plan)
+
+    live: LiveProgress | None = None
+
+    def progress(event) -> None:
+        nonlocal live
+        if event.state == "start":
+            console.print(f"[bold]{event.headline()}[/]", highlight=False)
+            live = LiveProgress(console, enabled=not args.quiet).__enter__()
+        elif event.state == "running" and live is not None:
+            live.update(event.run)
+        elif event.state == "done":
+            if live is not None:
+                live.__exit__(None, None, None)
+                live = None
+            style = "green" if event.result.ok else "red"
+            console.print(f"[{style}]{event.headline()}[/]", highlight=False)
+
+    result = matrix.run_matrix(cell_list, base, report=progress, limits=limits, html=args.report)
+    return _after_matrix(result)
+
+
+def _after_matrix(result) -> int:
+    import analysis
+
+    if result.table is not None:
+        console.print(analysis.render_compare(result.table))
+        console.print(analysis.render_gate(result.verdict))
+    cells = Table(title="cells", title_justify="left")
+    for col in ("#", "cell", "status", "wall", "run directory / reason"):
+        cells.add_column(col, overflow="fold")
+    for n, r in enumerate(result.results, 1):
+        style = "green" if r.ok else "red"
+        cells.add_row(str(n), r.cell.label, f"[{style}]{r.status}[/]", f"{r.wall_s:.0f} s",
+                      str(r.path or "") + (f"\n{r.reason}" if r.reason else ""))
+    console.print(cells)
+    if result.path and (result.path / "report.html").exists():
+        console.print(f"report: {result.path / 'report.html'}")
+    console.print(f"matrix directory: [bold]{result.path}[/] · {len(result.results)} cells in "
+                  f"{result.wall_s:.0f} s · {len(result.failed)} failed")
+    if result.interrupted:
+        return _SIGNAL_EXIT.get(result.interrupted, 130)
+    return result.exit_code
+
+
+def cmd_bisect(args: argparse.Namespace) -> int:
+    import dataclasses
+    import time
+    import uuid
+
+    import analysis
+    from . import matrix
+    from .run import Interrupted
+
+    limits = _gate_limits(args.gate or "default")
+    kind = args.target.partition("@")[0]
+    arch = installations.normalize_arch(args.arch)
+    builds = [i for i in matrix.usable_installations() if i.kind == kind and i.arch == arch]
+    if len(builds) < 2:
+        have = ", ".join(f"{i.label} ({i.version})" for i in builds) or "none"
+        raise UsageError(f"bisect needs two or more installed {kind} builds for {arch} (have: {have}): "
+                         f"list them in units.toml (see `restartbench targets`)")
+    try:
+        builds = matrix.order_versions(builds)
+    except matrix.MatrixInputError as exc:
+        raise UsageError(str(exc)) from None
+    base = _base_config(args, builds[0].label, arch, args.scenario)
+    out = base.results_root / f"bisect-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
+
+    def run_cell(inst):
+        cfg = dataclasses.replace(base, target=inst.label, arch=inst.arch, installation=inst,
+                                  run_id=f"{base.run_id}-{inst.name}" if base.run_id else None,
+                                  target_options=dict(base.target_options))
+        with LiveProgress(console, enabled=not args.quiet) as live:
+            return run(cfg, report=live.update)
+
+    def judge(outcome):
+        if outcome.status == "interrupted":
+            raise Interrupted(outcome.meta.get("reason", "").split(":")[0] or "SIGINT")
+        if outcome.status != "complete":
+            return None
+        return analysis.evaluate([results.read_run(outcome.path)], limits).passed
+
+    def progress(what, inst, step):
+        if step is None:
+            console.print(f"[bold]bisect: running {inst.label} {inst.version} ({inst.arch})[/]", highlight=False)
+        else:
+            style = {"pass": "green", "fail": "red"}.get(step.verdict, "yellow")
+            console.print(f"  {inst.version}: [{style}]{step.verdict}[/] {step.path or ''} {step.reason}",
+                          highlight=False)
+
+    try:
+        found = matrix.bisect(args.good, args.bad, builds, run_cell, judge,
+                              verify_endpoints=not args.no_verify, report=progress)
+    except matrix.MatrixInputError as exc:
+        raise UsageError(str(exc)) from None
+    except Interrupted as exc:
+        errors.print(f"bisect interrupted ({exc.reason})")
+        return _SIGNAL_EXIT.get(exc.reason, 130)
+    out.mkdir(parents=True, exist_ok=True)
+    results.write_json(out / "bisect.json", {**found.describe(), "kind": kind, "arch": arch})
+    steps = Table(title=f"bisect {kind} on {arch}: good {args.good} → bad {args.bad} "
+                  f"({' → '.join(found.order)})", title_justify="left")
+    for col in ("version", "verdict", "run directory / reason"):
+        steps.add_column(col, overflow="fold")
+    for st in found.steps:
+        steps.add_row(st.version, st.verdict, str(st.path or "") + (f"\n{st.reason}" if st.reason else ""))
+    console.print(steps)
+    if found.error:
+        console.print(f"[red]{found.error}[/]")
+    elif found.found:
+        console.print(f"first version failing the gate: [bold red]{found.first_bad}[/] "
+                      f"({found.runs.get(found.first_bad)}); last passing: [bold green]{found.last_good}[/] "
+                      f"({found.runs.get(found.last_good)})")
+    else:
+        console.print(f"[yellow]undecided[/]: runs that failed leave the first failing version among "
+                      f"{', '.join(found.candidates)}")
+    console.print(f"bisect record: {out / 'bisect.json'}")
+    return found.exit_code
 
 
 # -- live progress ------------------------------------------------------------------------------
