@@ -1,0 +1,252 @@
+"""NGINX Unit checks of one run, beyond the common metrics: what Unit's own bugs look like in the data.
+
+From processes.parquet (role, born, title), status.parquet (Unit's /status, long format),
+restarts.csv and host.log (Unit's log), ``check_run(run)`` reports:
+
+per restart   ``old_prototypes`` / ``old_apps``: prototypes and app processes born before the restart
+              still alive at ``t_i + grace`` (the 1.32.0 bug: the old prototype and its apps never
+              leave); ``extra_prototypes``: prototypes beyond one per app in the last sample before
+              the next action (a leftover generation living on next to the new one).
+at idle       after the load ended: prototypes per app, processes of older generations, and
+              ``requests.active`` / ``connections.active`` still > 0 (requests stuck for good after a
+              restart under keep-alive load, seen in 1.32.0 and 1.35.0).
+alerts        ``[alert]`` lines of host.log, classified: ``sendmsg(…) failed (32: Broken pipe)`` is
+              logged on every restart and is noise; anything else is a finding, with a class.
+shutdown      the target's stop findings (``stop_hang``: main never exited after SIGTERM) and survivors.
+
+Returns a JSON-able dict; ``verdict`` is ``ok`` or ``findings``. Pure pandas over whole columns.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import re
+from typing import Any
+
+import pandas as pd
+
+from restartbench import results
+
+APP_TITLE = r'^\s*unit: "(?P<app>.*)" (?:prototype|application)'
+ALERT_LINE = (r"^(?P<ts>\d{4}/\d\d/\d\d \d\d:\d\d:\d\d) \[alert\] (?P<pid>\d+)#(?P<tid>\d+) "
+              r"(?P<msg>.*)$")
+NOISE = r"sendmsg\(.*\) failed \(32: Broken pipe\)"
+#: classes of non-noise alerts, first match wins (the IPC ones are those Unit's own test suite skips)
+ALERT_CLASSES = (
+    ("ipc", r"(?:sendmsg|recvmsg)\(.*\) failed"),
+    ("signalfd", r"read signalfd\(.*\) failed"),
+    ("app_start", r"failed to apply new conf|failed to import|failed to start|Failed to"),
+    ("storage", r"Unable to create|no certificates storage"),
+)
+STUCK_KEYS = r"(?:^connections\.active$|requests\.active$)"
+IDLE_SLACK_S = 0.05
+EXAMPLES = 20
+
+
+def check_run(run: results.Run, grace_s: float | None = None) -> dict[str, Any]:
+    """All Unit checks of ``run``; ``grace_s`` defaults to the scenario's lingering grace (5 s)."""
+    target = run.meta.get("target", {})
+    if target.get("kind") != "unit":
+        return {"applicable": False, "reason": f"target kind {target.get('kind')!r} is not unit"}
+    grace = float(grace_s if grace_s is not None else run.meta.get("scenario", {}).get("grace_s", 5.0))
+    procs = with_app(run.processes())
+    restarts = run.restarts().sort_values("t_sent", kind="stable").reset_index(drop=True)
+    idle_from = load_end(run.requests())
+    per_restart = restart_checks(procs, restarts, grace, idle_from)
+    idle = idle_checks(procs, run.host_status(), idle_from)
+    log = run.path / "host.log"
+    alerts = classify_alerts(log.read_text(errors="replace") if log.is_file() else "",
+                             run.meta.get("t0_wall"), restarts["t_sent"])
+    shutdown = shutdown_checks(run.meta)
+    found = findings(per_restart, idle, alerts, shutdown)
+    return {"applicable": True, "version": target.get("version"), "grace_s": grace,
+            "restarts": _records(per_restart), "idle": idle, "alerts": alerts, "shutdown": shutdown,
+            "findings": found, "verdict": "findings" if found else "ok"}
+
+
+# -- processes --------------------------------------------------------------------------------
+
+def with_app(procs: pd.DataFrame) -> pd.DataFrame:
+    """``procs`` with an ``app`` column: the app name in prototype/app titles (NA otherwise)."""
+    out = procs.copy()
+    title = out["title"].astype("string") if "title" in out.columns else pd.Series(pd.NA, index=out.index,
+                                                                                 dtype="string")
+    uniq = pd.Series(title.dropna().unique(), dtype="string")          # titles repeat: parse each once
+    names = uniq.str.extract(APP_TITLE, expand=True)["app"]
+    out["app"] = title.map(dict(zip(uniq, names))).astype("string")
+    out["role"] = out["role"].astype("string")
+    return out
+
+
+def load_end(requests: pd.DataFrame) -> float | None:
+    """When the load stopped (last request start or end), or None without requests."""
+    ends = pd.concat([requests["t_start"], requests["t_end"]]).dropna()
+    return float(ends.max()) + IDLE_SLACK_S if len(ends) else None
+
+
+def sample_times(procs: pd.DataFrame) -> pd.Index:
+    return pd.Index(procs["t"].dropna().unique()).sort_values()
+
+
+def restart_checks(procs: pd.DataFrame, restarts: pd.DataFrame, grace_s: float,
+                   idle_from: float | None) -> pd.DataFrame:
+    """Per restart: old prototypes/apps alive at ``t_i + grace`` and extra prototypes before the next one."""
+    out = restarts[["index", "kind", "t_sent", "http_status"]].copy()
+    if not len(out):
+        return out.assign(old_prototypes=pd.Series(dtype="Int64"), old_apps=pd.Series(dtype="Int64"),
+                          extra_prototypes=pd.Series(dtype="Int64"))
+    times = sample_times(procs)
+    t_i = out["t_sent"]
+    pos = times.searchsorted(t_i + grace_s, side="left")
+    out["t_check"] = [times[p] if p < len(times) else pd.NA for p in pos]
+    nxt = t_i.shift(-1)
+    limit = nxt.fillna(idle_from if idle_from is not None else float("inf"))
+    end = times.searchsorted(limit, side="left") - 1
+    out["t_settled"] = [times[e] if 0 <= e < len(times) and times[e] >= s else pd.NA
+                        for e, s in zip(end, t_i)]
+    out["restart"] = range(len(out))
+
+    check = out[["restart", "t_sent", "t_check"]].dropna().astype({"t_check": "float64"})
+    rows = check.merge(procs, left_on="t_check", right_on="t")
+    old = rows[rows["born"] < rows["t_sent"]]
+    counts = old.groupby(["restart", "role"], observed=True).size().unstack(fill_value=0)
+    out["old_prototypes"] = _col(counts, "prototype", out, check)
+    out["old_apps"] = _col(counts, "app", out, check)
+
+    settled = out[["restart", "t_settled"]].dropna().astype({"t_settled": "float64"})
+    rows = settled.merge(procs[procs["role"] == "prototype"], left_on="t_settled", right_on="t")
+    per_app = rows.groupby(["restart", rows["app"].fillna("?")]).size()
+    extra = (per_app - 1).clip(lower=0).groupby(level=0).max()
+    have = set(settled["restart"])
+    out["extra_prototypes"] = pd.array([extra.get(r, 0) if r in have else pd.NA for r in out["restart"]],
+                                       dtype="Int64")
+    return out.drop(columns=["restart"])
+
+
+def _col(counts: pd.DataFrame, role: str, out: pd.DataFrame, measured: pd.DataFrame) -> pd.Series:
+    """Counts of ``role`` per restart; NA where the census ended before the check time."""
+    values = counts[role] if role in counts.columns else pd.Series(dtype="int64")
+    have = set(measured["restart"])
+    return pd.array([int(values.get(r, 0)) if r in have else pd.NA for r in out["restart"]], dtype="Int64")
+
+
+def idle_checks(procs: pd.DataFrame, status: pd.DataFrame, idle_from: float | None) -> dict[str, Any]:
+    """The host after the load ended: prototypes per app, old generations, stuck counters."""
+    if idle_from is None:
+        return {"measured": False, "reason": "no requests: cannot tell when the load ended"}
+    times = sample_times(procs)
+    idle_times = times[times >= idle_from]
+    out: dict[str, Any] = {"measured": bool(len(idle_times)), "from_s": round(idle_from, 4),
+                           "samples": int(len(idle_times))}
+    if len(idle_times):
+        last = procs[procs["t"] == idle_times[-1]]
+        protos = last[last["role"] == "prototype"].groupby(last["app"].fillna("?")).size()
+        top_gen = int(procs["generation"].max()) if len(procs) else 0
+        app_like = last["role"].isin(["prototype", "app"])
+        out.update(prototypes={str(k): int(v) for k, v in protos.items()},
+                   extra_prototypes=int((protos - 1).clip(lower=0).sum()),
+                   app_processes=int((last["role"] == "app").sum()),
+                   old_processes=int((app_like & (last["generation"] < top_gen)).sum()))
+    out.update(stuck_counters(status, idle_from))
+    return out
+
+
+def stuck_counters(status: pd.DataFrame, idle_from: float) -> dict[str, Any]:
+    """The last /status values of active requests/connections after ``idle_from``; stuck if any > 0."""
+    idle = status[(status["t"] >= idle_from) & status["key"].str.contains(STUCK_KEYS, regex=True)]
+    if not len(idle):
+        return {"status_samples": 0, "stuck": None}
+    last = idle.sort_values("t", kind="stable").groupby("key")["value"].last()
+    return {"status_samples": int(idle["t"].nunique()),
+            "status": {str(k): float(v) for k, v in last.items()},
+            "stuck": bool((last > 0).any())}
+
+
+# -- the log ----------------------------------------------------------------------------------
+
+def classify_alerts(text: str, t0_wall: float | None = None,
+                    restart_times: pd.Series | None = None) -> dict[str, Any]:
+    """``[alert]`` lines of a Unit log: noise (the broken-pipe sendmsg of restarts) vs findings by class.
+    With ``t0_wall`` (run.json) each alert gets ``t`` (s since t0, ±1 s: the log has whole seconds in
+    local time) and the restart it follows."""
+    lines = pd.Series(text.splitlines(), dtype="string")
+    alerts = lines.str.extract(ALERT_LINE, expand=True).dropna(subset=["msg"])
+    alerts["line"] = lines[alerts.index]
+    alerts["noise"] = alerts["msg"].str.contains(NOISE, regex=True)
+    alerts["class"] = "other"
+    for name, pattern in reversed(ALERT_CLASSES):
+        alerts.loc[alerts["msg"].str.contains(pattern, regex=True), "class"] = name
+    alerts.loc[alerts["noise"], "class"] = "noise"
+    alerts["template"] = alerts["msg"].str.replace(r"(?<![\w.])-?\d+(?![\d:])", "N", regex=True)
+    alerts["t"] = _seconds_since(alerts["ts"], t0_wall)
+    if restart_times is not None and len(restart_times) and alerts["t"].notna().any():
+        times = pd.Index(restart_times.dropna().sort_values())
+        after = times.searchsorted(alerts["t"].fillna(-1e18) + 1.0, side="right") - 1
+        alerts["restart"] = [int(a) if a >= 0 and pd.notna(t) else None for a, t in zip(after, alerts["t"])]
+    else:
+        alerts["restart"] = None
+    real = alerts[~alerts["noise"]]
+    examples = real.head(EXAMPLES)[["line", "class", "t", "restart"]]
+    return {"total": int(len(alerts)), "noise": int(alerts["noise"].sum()), "findings": int(len(real)),
+            "by_class": {str(k): int(v) for k, v in alerts["class"].value_counts().items()},
+            "templates": {str(k): int(v) for k, v in alerts["template"].value_counts().head(20).items()},
+            "examples": _records(examples)}
+
+
+def _seconds_since(ts: pd.Series, t0_wall: float | None) -> pd.Series:
+    """Unit's local ``YYYY/MM/DD HH:MM:SS`` stamps as seconds since the run's t0 (NaN without t0)."""
+    if t0_wall is None or not len(ts):
+        return pd.Series(float("nan"), index=ts.index, dtype="float64")
+    local = pd.to_datetime(ts, format="%Y/%m/%d %H:%M:%S", errors="coerce")
+    offset = _dt.datetime.fromtimestamp(float(t0_wall)).astimezone().utcoffset()
+    epoch = (local - pd.Timestamp("1970-01-01")) / pd.Timedelta(seconds=1) - offset.total_seconds()
+    return (epoch - float(t0_wall)).astype("float64")
+
+
+# -- shutdown and the verdict -----------------------------------------------------------------
+
+def shutdown_checks(meta: dict[str, Any]) -> dict[str, Any]:
+    """What the target's stop recorded in run.json."""
+    kinds = [f.get("kind") for f in meta.get("findings", [])]
+    stop = meta.get("stop", {})
+    return {"graceful": stop.get("graceful"), "stop_s": stop.get("stop_s"),
+            "hang": "stop_hang" in kinds, "survivors": len(meta.get("survivors", [])),
+            "survivor_roles": sorted({s.get("role", "?") for s in meta.get("survivors", [])})}
+
+
+def findings(per_restart: pd.DataFrame, idle: dict, alerts: dict, shutdown: dict) -> list[dict[str, Any]]:
+    """One entry per kind of problem found (``kind``, ``detail``, and where)."""
+    out = []
+    for col, kind, what in (("old_prototypes", "lingering_prototypes", "old prototype(s)"),
+                            ("old_apps", "lingering_apps", "old app process(es)"),
+                            ("extra_prototypes", "extra_prototypes", "extra prototype(s)")):
+        if col not in per_restart.columns:
+            continue
+        hit = per_restart[per_restart[col].fillna(0) > 0]
+        if len(hit):
+            out.append({"kind": kind, "restarts": [int(i) for i in hit["index"]],
+                        "detail": f"{int(hit[col].sum())} {what} over {len(hit)} of {len(per_restart)} restarts"})
+    if idle.get("extra_prototypes"):
+        out.append({"kind": "idle_extra_prototypes", "detail": f"at idle: prototypes per app {idle['prototypes']}"})
+    if idle.get("old_processes"):
+        out.append({"kind": "idle_old_generation", "detail": f"at idle: {idle['old_processes']} app/prototype "
+                                                             f"process(es) of an older generation alive"})
+    if idle.get("stuck"):
+        out.append({"kind": "stuck_active", "detail": f"at idle /status still shows {idle['status']}"})
+    if alerts.get("findings"):
+        out.append({"kind": "alerts", "detail": f"{alerts['findings']} [alert] line(s) beyond the restart "
+                                                f"noise: {alerts['by_class']}"})
+    if shutdown.get("hang"):
+        out.append({"kind": "stop_hang", "detail": "unitd main did not exit after SIGTERM"})
+    if shutdown.get("survivors"):
+        out.append({"kind": "survivors", "detail": f"{shutdown['survivors']} process(es) outlived the stop "
+                                                   f"({', '.join(shutdown['survivor_roles'])})"})
+    return out
+
+
+def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """A frame as JSON-able records (NA -> None, numpy scalars -> Python)."""
+    out = []
+    for rec in frame.astype(object).where(frame.notna(), None).to_dict("records"):
+        out.append({k: (v.item() if hasattr(v, "item") else v) for k, v in rec.items()})
+    return out

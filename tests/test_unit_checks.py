@@ -1,0 +1,184 @@
+"""analysis.unit_checks on results directories rebuilt from the real Unit reference runs (tests/data/unit/):
+app-process sets polled around real restarts, the leak repro's idle state, real logs and shutdowns."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from analysis import unit_checks
+from restartbench import results
+
+DATA = Path(__file__).parent / "data" / "unit"
+POLL = re.compile(r"^\+(\d+)ms\s+(.*)$")
+PROC = re.compile(r"(\d+):(prototype|application)\(ppid (\d+)\)")
+TITLES = {"prototype": 'unit: "labapp" prototype', "application": 'unit: "labapp" application'}
+
+
+def poll_sets(name: str) -> list[tuple[float, list[tuple[int, str, int]]]]:
+    """(t, [(pid, kind, ppid)]) for each line of a reference app-process poll (changes only)."""
+    out = []
+    for line in (DATA / name).read_text().splitlines():
+        m = POLL.match(line)
+        if m:
+            out.append((int(m.group(1)) / 1000, [(int(p), k, int(pp)) for p, k, pp in PROC.findall(m.group(2))]))
+    return out
+
+
+def census(sets, restarts: list[float], end: float, fixed: dict[int, str], dt: float = 0.1) -> pd.DataFrame:
+    """A processes.parquet frame sampled every ``dt`` from the poll's change points; ``fixed`` are the
+    pids of main, controller and router (alive throughout)."""
+    rows, born = [], {}
+    for k in range(int(round(end / dt)) + 1):
+        t = round(k * dt, 6)
+        current = [s for s in sets if s[0] <= t]
+        procs = current[-1][1] if current else []
+        for pid, role in fixed.items():
+            rows.append((t, pid, 1, role, 0, -1.0, f"unit: {role}"))
+        for pid, kind, ppid in procs:
+            born.setdefault(pid, next(s[0] for s in sets if any(p[0] == pid for p in s[1])))
+            gen = sum(r <= born[pid] for r in restarts)
+            rows.append((t, pid, ppid, "prototype" if kind == "prototype" else "app", gen, born[pid], TITLES[kind]))
+    frame = pd.DataFrame(rows, columns=["t", "pid", "ppid", "role", "generation", "born", "title"])
+    return frame.assign(rss=10 << 20, uss=float("nan"), num_fds=10, num_threads=1, cpu_s=0.0, state="sleeping")
+
+
+def write_run(root: Path, processes: pd.DataFrame, restarts: list[float], *, load_end: float,
+              status: pd.DataFrame | None = None, log: str = "", kind: str = "unit", meta: dict | None = None,
+              t0_wall: float = 0.0) -> results.Run:
+    root.mkdir(parents=True, exist_ok=True)
+    req = pd.DataFrame({"t_start": [0.5, load_end - 0.01], "t_end": [0.51, load_end], "latency_ms": [10.0, 10.0],
+                        "status": [200, 200], "outcome": ["ok", "ok"]})
+    rs = pd.DataFrame({"index": range(len(restarts)), "kind": "restart", "t_sent": restarts,
+                       "t_done": [t + 0.01 for t in restarts], "http_status": 200, "body": '{"success":"Ok"}'})
+    results.write_frame(root / "requests.parquet", req, results.REQUEST_COLUMNS)
+    results.write_frame(root / "restarts.csv", rs, results.RESTART_COLUMNS)
+    results.write_frame(root / "processes.parquet", processes, results.PROCESS_COLUMNS)
+    if status is not None:
+        results.write_frame(root / "status.parquet", status, results.STATUS_COLUMNS)
+    (root / "host.log").write_text(log)
+    results.write_json(root / "run.json", {"format": results.FORMAT, "run_id": root.name, "status": "complete",
+                                           "target": {"kind": kind, "version": "1.32.0"}, "t0_wall": t0_wall,
+                                           "scenario": {"grace_s": 5.0}, "findings": [], "survivors": [],
+                                           **(meta or {})})
+    return results.read_run(root)
+
+
+def log_lines(name: str, stamp: str) -> str:
+    return "".join(line + "\n" for line in (DATA / name).read_text().splitlines() if stamp in line)
+
+
+# -- per restart ------------------------------------------------------------------------------
+
+def test_restart_with_a_request_in_flight_1_32(tmp_path):
+    """07: restart at t=3 s while a 3 s request runs on app 5034: its prototype 5033 stays until ~5.06 s."""
+    sets = poll_sets("poll-apps-1.32.0-restart-inflight.txt")
+    procs = census(sets, [3.0], 12.0, {2128: "main", 2132: "controller", 2133: "router"})
+    run = write_run(tmp_path / "r", procs, [3.0], load_end=10.0,
+                    log=log_lines("unit-1.32.0.log", "18:04:55 "))
+    short = unit_checks.check_run(run, grace_s=1.0)
+    (r,) = short["restarts"]
+    assert (r["old_prototypes"], r["old_apps"], r["extra_prototypes"]) == (1, 1, 0)
+    assert [f["kind"] for f in short["findings"]] == ["lingering_prototypes", "lingering_apps"]
+    assert short["findings"][0]["restarts"] == [0] and short["verdict"] == "findings"
+    full = unit_checks.check_run(run)                      # grace 5 s from the scenario: all gone by then
+    assert (full["restarts"][0]["old_prototypes"], full["restarts"][0]["old_apps"]) == (0, 0)
+    assert full["idle"]["prototypes"] == {"labapp": 1} and full["idle"]["old_processes"] == 0
+    assert full["alerts"] == {**full["alerts"], "total": 1, "noise": 1, "findings": 0}
+    assert full["findings"] == [] and full["verdict"] == "ok"
+    json.dumps(full, allow_nan=False)
+
+
+def test_clean_idle_restart_1_35(tmp_path):
+    """05: restart 0.2 s after the poll began; the new generation replaces the old within 242 ms."""
+    sets = poll_sets("poll-apps-1.35.0-restart-idle.txt")
+    procs = census(sets, [0.2], 8.0, {13333: "main", 13337: "controller", 13338: "router"})
+    run = write_run(tmp_path / "r", procs, [0.2], load_end=6.0, log=log_lines("unit-1.35.0.log", "18:15:16 "))
+    out = unit_checks.check_run(run, grace_s=1.0)
+    assert out["restarts"][0] | {"old_prototypes": 0, "old_apps": 0, "extra_prototypes": 0} == out["restarts"][0]
+    assert out["alerts"]["noise"] == 1 and out["alerts"]["findings"] == 0
+    assert out["verdict"] == "ok" and out["idle"]["stuck"] is None
+
+
+def test_leftover_generation_and_stuck_connections_at_idle_1_32(tmp_path):
+    """repro-leak: from iteration 4 on, two prototypes and connections.active=7 stay at idle for good."""
+    text = (DATA / "repro-leak-1.32.0.txt").read_bytes().decode().replace("\r", "")   # it has stray CRs
+    final = PROC.findall(re.search(r"^final app-process set: (.*)$", text, re.M).group(1))
+    last = re.findall(r"^iter 10: .*after load: connections\.active=(\d+) .*?app\.requests\.active=(\d+)", text,
+                      re.M)[0]
+    older, newer = sorted({int(pp) for _, k, pp in final if k == "application"})
+    sets = [(0.0, [(int(p), k, int(pp)) for p, k, pp in final if older in (int(p), int(pp))]),
+            (6.0, [(int(p), k, int(pp)) for p, k, pp in final])]
+    procs = census(sets, [2.0, 4.0, 5.9], 9.0, {14752: "main", 14753: "controller", 14757: "router"})
+    status = pd.DataFrame({"t": [8.5, 8.5, 9.0, 9.0], "key": ["connections.active", "app.requests.active"] * 2,
+                           "value": [float(last[0]), float(last[1])] * 2})
+    run = write_run(tmp_path / "r", procs, [2.0, 4.0, 5.9], load_end=8.0, status=status)
+    out = unit_checks.check_run(run, grace_s=1.0)
+    assert out["idle"]["prototypes"] == {"labapp": 2} and out["idle"]["extra_prototypes"] == 1
+    assert out["idle"]["old_processes"] == 3
+    assert out["idle"]["status"] == {"app.requests.active": 0.0, "connections.active": 7.0}
+    assert out["idle"]["stuck"] is True and out["idle"]["status_samples"] == 2
+    kinds = [f["kind"] for f in out["findings"]]
+    assert {"idle_extra_prototypes", "idle_old_generation", "stuck_active", "extra_prototypes"} <= set(kinds)
+    assert out["restarts"][-1]["extra_prototypes"] == 1
+
+
+# -- the log ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("version, noise, classes", [
+    ("1.32.0", 24, {"app_start": 2, "ipc": 2, "signalfd": 1}),
+    ("1.35.0", 25, {"app_start": 2, "ipc": 1, "signalfd": 1}),
+])
+def test_alerts_of_the_reference_logs(version, noise, classes):
+    out = unit_checks.classify_alerts((DATA / f"unit-{version}.log").read_text())
+    assert out["noise"] == noise and out["by_class"] == {"noise": noise, **classes}
+    assert out["findings"] == sum(classes.values()) == out["total"] - noise
+    assert out["templates"]["sendmsg(N, N, N, N) failed (32: Broken pipe)"] == noise
+    assert {e["class"] for e in out["examples"]} == set(classes)
+    assert any('Python failed to import module "does_not_exist"' in e["line"] for e in out["examples"])
+
+
+def test_alert_times_and_restarts():
+    text = (DATA / "unit-1.32.0.log").read_text()
+    start = re.match(r"(\S+ \S+)", text).group(1)                 # 2026/11/26 18:04:20, local time
+    t0 = time.mktime(time.strptime(start, "%Y/%m/%d %H:%M:%S"))
+    out = unit_checks.classify_alerts(text, t0, pd.Series([4.9, 10.0]))
+    first = unit_checks.classify_alerts(log_lines("unit-1.32.0.log", "18:04:25 "), t0, pd.Series([4.9]))
+    assert first["noise"] == 2 and out["examples"][0]["t"] == pytest.approx(68.0)   # 18:05:28
+    assert out["examples"][0]["restart"] == 1
+    assert unit_checks.classify_alerts("") == {"total": 0, "noise": 0, "findings": 0, "by_class": {},
+                                               "templates": {}, "examples": []}
+
+
+# -- shutdown and other targets ---------------------------------------------------------------
+
+def test_shutdown_hang_and_survivors(tmp_path):
+    rows = [line.split() for line in (DATA / "ps-1.32.0-orphans.txt").read_text().splitlines()[2:]]
+    survivors = [{"pid": int(r[0]), "ppid": int(r[1]), "title": " ".join(r[5:]),
+                  "role": "prototype" if r[-1] == "prototype" else "app"} for r in rows]
+    procs = census(poll_sets("poll-apps-1.35.0-restart-idle.txt"), [0.2], 4.0, {2128: "main"})
+    meta = {"findings": [{"kind": "stop_hang", "detail": "..."}], "survivors": survivors,
+            "stop": {"graceful": False, "stop_s": 5.2}}
+    out = unit_checks.check_run(write_run(tmp_path / "r", procs, [0.2], load_end=3.0, meta=meta))
+    assert out["shutdown"] == {"graceful": False, "stop_s": 5.2, "hang": True, "survivors": 3,
+                               "survivor_roles": ["app", "prototype"]}
+    assert [f["kind"] for f in out["findings"]][-2:] == ["stop_hang", "survivors"]
+
+
+def test_not_a_unit_run(tmp_path):
+    procs = census([], [], 1.0, {1: "main"})
+    out = unit_checks.check_run(write_run(tmp_path / "r", procs, [], load_end=1.0, kind="wasmtime"))
+    assert out == {"applicable": False, "reason": "target kind 'wasmtime' is not unit"}
+
+
+def test_no_restarts_and_no_requests(tmp_path):
+    procs = census([], [], 1.0, {1: "main"})
+    run = write_run(tmp_path / "r", procs, [], load_end=1.0)
+    (run.path / "requests.parquet").unlink()
+    out = unit_checks.check_run(run)
+    assert out["restarts"] == [] and out["idle"]["measured"] is False and out["verdict"] == "ok"
