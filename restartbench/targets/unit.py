@@ -68,7 +68,8 @@ EMULATED_VMEM_CAP = 8 << 30
 SUN_PATH_MAX = 100                # bytes a unix socket path may have here (108 with NUL; keep a margin)
 TRACK_EVERY_S = 0.25              # how often roots() re-walks the tree to remember its processes
 
-_TITLE = re.compile(r'unit: (?:main v(?P<version>\S+)|(?P<fixed>controller|router)'
+#: a Unit process title; found after a runner's own arguments too (e.g. a dynamic loader as runner)
+_TITLE = re.compile(r'(?:^|\s)unit: (?:main v(?P<version>\S+)|(?P<fixed>controller|router)'
                     r'|"(?P<app>.*)" (?P<kind>prototype|application))(?=\s|\[|$)')
 
 
@@ -77,7 +78,7 @@ _TITLE = re.compile(r'unit: (?:main v(?P<version>\S+)|(?P<fixed>controller|route
 def parse_title(title: str) -> tuple[str, str | None]:
     """``(role, detail)`` of a process title: detail is the version for main, the app for a
     prototype or app process, else None. Roles: main controller router prototype app other."""
-    m = _TITLE.match(title.strip(" \0"))
+    m = _TITLE.search(title.strip(" \0"))
     if not m:
         return "other", None
     if m.group("version"):
