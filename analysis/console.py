@@ -61,7 +61,7 @@ def restart_table(summary: dict[str, Any]) -> Table:
 def run_tables(summary: dict[str, Any], meta: dict[str, Any]) -> list[Table]:
     """The end-of-run view: phases, restarts, and a one-table headline."""
     o = summary["overall"]
-    head = Table(title=f"run {meta['run_id']} — {meta.get('status')}", title_justify="left", show_header=False)
+    head = Table(title=f"run {meta['run_id']} — {summary['run']['status']}", title_justify="left", show_header=False)
     head.add_column("what")
     head.add_column("value")
     target = meta.get("target", {})

@@ -150,6 +150,18 @@ class Census:
         except psutil.AccessDenied:
             return None
 
+    def leftovers(self) -> list[psutil.Process]:
+        """Processes the census has seen that are still alive now (not zombies): after the host's stop,
+        every one of them escaped the stop."""
+        out = []
+        for p, _born, _title in list(self._seen.values()):
+            try:
+                if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                    out.append(p)
+            except psutil.NoSuchProcess:
+                continue
+        return out
+
     def frame(self) -> pd.DataFrame:
         """All samples so far, in the processes.parquet contract."""
         cols = list(results.PROCESS_COLUMNS)

@@ -23,7 +23,7 @@ from rich.table import Table
 from analysis.gate import GateInputError
 
 from . import apps, installations, results, scenarios
-from .run import DEFAULT_RESULTS, REPO, ConfigError, Progress, RunConfig, RunOutcome, run
+from .run import DEFAULT_RESULTS, REPO, ConfigError, Interrupted, Progress, RunConfig, RunOutcome, run
 from .load import LoadSpec
 
 EXIT_OK, EXIT_GATE_FAILED, EXIT_USAGE, EXIT_RUN_FAILED = 0, 1, 2, 3
@@ -179,6 +179,13 @@ def _add_run_arguments(p: argparse.ArgumentParser, several: bool = False) -> Non
                    help="open model: requests/s in total (default: closed model)")
     g.add_argument("--load-processes", type=_positive(int, "load-processes"), default=1,
                    help="Locust processes (default 1)")
+    g.add_argument("--expect-workers", type=_positive(int, "expect-workers"), default=0, metavar="N",
+                   help="distributed load: run only the Locust master here and wait for N workers, each "
+                   "started elsewhere with: locust -f locustfiles/restart_load.py --worker --master-host "
+                   "<this host> --master-port PORT")
+    g.add_argument("--master-bind", default="127.0.0.1:5557", metavar="HOST:PORT",
+                   help="where that master listens for workers (default 127.0.0.1:5557; 0.0.0.0:5557 for "
+                   "other machines)")
     g = p.add_argument_group("output")
     g.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS, help="where run dirs go")
     g.add_argument("--run-id", default=None, help="name of the run dir (default: time-target-arch-scenario)")
@@ -206,9 +213,13 @@ def run_config(args: argparse.Namespace) -> RunConfig:
                               cooldown=args.cooldown, restart_every=args.restart_every,
                               restarts=args.restarts, actions=args.actions, processes=args.processes,
                               window=args.window, grace=args.grace)
-    load = LoadSpec(users=args.users, spawn_rate=args.spawn_rate or 0.0, request_timeout_s=args.request_timeout,
-                    sleep_share=args.sleep_share, sleep_ms=args.sleep_ms, rate=args.rate or 0.0,
-                    processes=args.load_processes)
+    try:
+        load = LoadSpec(users=args.users, spawn_rate=args.spawn_rate or 0.0,
+                        request_timeout_s=args.request_timeout, sleep_share=args.sleep_share,
+                        sleep_ms=args.sleep_ms, rate=args.rate or 0.0, processes=args.load_processes,
+                        expect_workers=args.expect_workers, master_bind=args.master_bind)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     if load.request_timeout_s >= scenario.restart_every_s and scenario.restart_count > 1:
         raise UsageError(f"--request-timeout {load.request_timeout_s:g}s is not below the restart interval "
                          f"{scenario.restart_every_s:g}s: a hung request must end inside its window")
@@ -635,6 +646,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             results.FormatError, apps.AppBuildError, GateInputError) as exc:
         errors.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
         return EXIT_USAGE
+    except Interrupted as exc:              # a stop signal before the run dir existed
+        errors.print(f"interrupted ({exc.reason}) before the run started; nothing to keep")
+        return _SIGNAL_EXIT.get(exc.reason, 130)
     except KeyboardInterrupt:
         errors.print("interrupted")
         return 130

@@ -1,8 +1,14 @@
 """Child processes the suite starts (hosts, Locust): each in its own session, killed with its parent.
 
-Every child gets PR_SET_PDEATHSIG=SIGKILL, so if the orchestrator dies (even by SIGKILL) the kernel
-kills the child. Spawn from the main thread only: the death signal fires when the *thread* that
-forked the child exits.
+Two nets, so that nothing outlives the orchestrator however it ends:
+- every child gets PR_SET_PDEATHSIG=SIGKILL: if the orchestrator dies (even by SIGKILL) the kernel
+  kills the child. Spawn from the main thread only: the signal fires when the *thread* that forked
+  the child exits;
+- every child's session is registered with the reaper (``reaper.py``), which SIGKILLs the whole
+  session — grandchildren included — when the orchestrator's end closes its pipe.
+Inside ``tagging(tag)`` every child also carries ``RESTARTBENCH_TAG=<tag>`` in its environment, which
+its descendants inherit: ``tagged(tag)`` finds them even after they left the session (setsid after a
+double fork), and the reaper kills them too.
 """
 
 from __future__ import annotations
@@ -12,8 +18,12 @@ import os
 import resource
 import signal
 import subprocess
+import sys
+import threading
 import time
-from typing import Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, Sequence
 
 import psutil
 
@@ -27,16 +37,67 @@ def _die_with_parent() -> None:
         os._exit(1)
 
 
+TAG_VAR = "RESTARTBENCH_TAG"
+_local = threading.local()
+
+
+@contextmanager
+def tagging(tag: str) -> Iterator[None]:
+    """Children spawned by this thread inside the block carry ``tag`` (see ``tagged``)."""
+    _tell_reaper(f"tag={tag}")
+    _local.tag = tag
+    try:
+        yield
+    finally:
+        _local.tag = None
+
+
+def tagged(tag: str) -> list[psutil.Process]:
+    """Live processes (not zombies) whose environment carries ``RESTARTBENCH_TAG=<tag>``."""
+    needle = f"{TAG_VAR}={tag}".encode()
+    out = []
+    for proc in psutil.process_iter():
+        try:
+            with open(f"/proc/{proc.pid}/environ", "rb") as f:
+                if needle in f.read().split(b"\0") and proc.status() != psutil.STATUS_ZOMBIE:
+                    out.append(proc)
+        except (OSError, psutil.NoSuchProcess):
+            continue
+    return out
+
+
 def spawn(argv: Sequence[str], *, vmem_cap: int | None = None, **kwargs) -> subprocess.Popen:
     """Start ``argv`` in a new session that dies with this process; ``vmem_cap`` (bytes) caps its
     address space (RLIMIT_AS, a seatbelt for emulated hosts); ``kwargs`` go to Popen."""
+    tag = getattr(_local, "tag", None)
+    if tag:
+        kwargs["env"] = {**(kwargs.get("env") or os.environ), TAG_VAR: tag}
     def pre_exec() -> None:
         _die_with_parent()
         if vmem_cap:
             resource.setrlimit(resource.RLIMIT_AS, (vmem_cap, vmem_cap))
 
-    return subprocess.Popen(list(argv), start_new_session=True, preexec_fn=pre_exec,
+    proc = subprocess.Popen(list(argv), start_new_session=True, preexec_fn=pre_exec,
                             stdin=subprocess.DEVNULL, **kwargs)
+    _tell_reaper(f"+{proc.pid}")
+    return proc
+
+
+_reaper: subprocess.Popen | None = None
+
+
+def _tell_reaper(line: str) -> None:
+    """Register (``+sid``) or release (``-sid``) a session with the reaper, starting it on first use."""
+    global _reaper
+    if _reaper is None or _reaper.poll() is not None:
+        script = Path(__file__).with_name("reaper.py")
+        _reaper = subprocess.Popen([sys.executable, "-I", "-S", str(script)], stdin=subprocess.PIPE,
+                                   start_new_session=True, text=True, bufsize=1, close_fds=True)
+    try:
+        _reaper.stdin.write(line + "\n")
+        _reaper.stdin.flush()
+    except (BrokenPipeError, OSError):
+        _reaper = None
 
 
 def stop_group(proc: subprocess.Popen, grace_s: float, sig: int = signal.SIGTERM) -> bool:
@@ -76,6 +137,8 @@ def kill_session(sid: int) -> list[int]:
             continue
     if killed:
         psutil.wait_procs([p for p in map(_proc_or_none, killed) if p], timeout=2)
+    if not session_members(sid):
+        _tell_reaper(f"-{sid}")
     return killed
 
 
@@ -114,8 +177,7 @@ def terminate_session(sid: int, grace_s: float, sig: int = signal.SIGTERM,
     wait_until(lambda: not session_members(sid), grace_s, step_s=0.02)
     left = session_members(sid)
     survivors = [describe_process(p) for p in left]
-    if left:
-        kill_session(sid)
+    kill_session(sid)                # also releases the session from the reaper
     return not left, survivors
 
 

@@ -24,9 +24,12 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import pandas as pd
+import psutil
 
 from . import __version__, apps, census as census_mod, installations, results, tools
 from .load import Load, LoadSpec
+from . import procs
+from .procs import describe_process
 from .scenarios import Scenario
 from .targets import Installation, RestartReply, Target, TargetError, make_target, target_class
 
@@ -38,6 +41,10 @@ IDLE_AFTER_S = 1.0              # census keeps sampling this long at idle after 
 
 class ConfigError(ValueError):
     """Bad input found before anything started (the CLI exits 2 with this one line)."""
+
+
+class HostFault(RuntimeError):
+    """The host crashed or vanished mid-run: the run ends as failed, the fault is a finding."""
 
 
 class Interrupted(Exception):
@@ -124,10 +131,14 @@ def _run(config: RunConfig, report: Reporter | None) -> RunOutcome:
     results.write_json(out / "run.json", meta)
     state = _RunState(config, installation, components, out, workdir, meta, report or (lambda p: None))
     try:
-        state.execute()
+        with procs.tagging(run_id):
+            state.execute()
         meta["status"] = "complete"
     except Interrupted as exc:
         meta.update(status="interrupted", reason=exc.reason)
+    except HostFault as exc:
+        meta.update(status="failed", reason=str(exc))
+        meta["findings"].append({"kind": "host_fault", "detail": str(exc)})
     except (TargetError, OSError, RuntimeError) as exc:
         meta.update(status="failed", reason=f"{type(exc).__name__}: {exc}")
     except BaseException as exc:                   # KeyboardInterrupt, or a bug: still tear down and save
@@ -166,10 +177,11 @@ class _RunState:
         self.meta["t0_wall"] = time.time()
         self.target.start()
         self.meta["target"]["ready_s"] = round(time.monotonic() - self.t0, 4)
+        results.write_json(self.out / "run.json", self.meta)      # still "running", now with the port
         self.census = census_mod.Census(roots=self.target.roots, role=self.target.role, t0=self.t0,
                                         interval_s=cfg.census_interval_s, status=self.target.status_sample)
         self.census.start()
-        self.load = Load(cfg.load, self.target.url, sc.duration_s, self.workdir / "requests", self.t0,
+        self.load = Load(cfg.load, self.target.url, sc.duration_s, self.out / ".requests", self.t0,
                          self.out / "locust.log")
         self._phase("starting load")
         self.load.start()
@@ -212,6 +224,7 @@ class _RunState:
         """Wait up to ``timeout_s`` for ``done()``, reporting progress; fail fast if Locust died early."""
         deadline = time.monotonic() + max(0.0, timeout_s)
         while True:
+            self._check_host()
             if done():
                 return True
             now = time.monotonic()
@@ -219,6 +232,11 @@ class _RunState:
                 return False
             self._tick()
             time.sleep(min(0.25, deadline - now))
+
+    def _check_host(self) -> None:
+        """Raise HostFault if the host died on its own (not during one of our restarts)."""
+        if self.target is not None and self.t0 and not self.target.alive():
+            raise HostFault(f"the host exited unexpectedly: {self.target.exit_reason()}")
 
     def _tick(self) -> None:
         p = self.progress
@@ -242,7 +260,7 @@ class _RunState:
         with _deferred_signals():
             self._phase("stopping")
             if self.load is not None:
-                self.load.stop()
+                self.load.stop(grace_s=0.5 if forced() else 5.0)
             stop = None
             if self.target is not None:
                 try:
@@ -251,39 +269,81 @@ class _RunState:
                     self.meta.setdefault("findings", []).append({"kind": "stop_error", "detail": str(exc)})
             if self.census is not None:
                 self.census.stop()
+            self._sweep()
             self._save(stop)
             if not self.config.keep:
                 shutil.rmtree(self.workdir, ignore_errors=True)
             else:
                 self.meta["workdir"] = str(self.workdir)
             self.meta["duration_s"] = round(time.monotonic() - self.t0, 3) if self.t0 else 0.0
-            results.write_json(self.out / "run.json", self.meta)
+            if _signals["pending"]:
+                self.meta.setdefault("findings", []).append(
+                    {"kind": "signal_during_teardown", "detail": f"{_signals['pending']} received while "
+                     "stopping; teardown finished first"})
+            try:
+                results.write_json(self.out / "run.json", self.meta)
+            except OSError:                 # disk full: the raw rows go, run.json must be written
+                if self.load is not None:
+                    shutil.rmtree(self.load.record_dir, ignore_errors=True)
+                self.meta["findings"].append({"kind": "raw_rows_dropped", "detail": "disk full: raw "
+                                              "request rows deleted to write run.json"})
+                results.write_json(self.out / "run.json", self.meta)
+
+    def _sweep(self) -> None:
+        """Kill any process the census ever saw that is still alive after the host's stop (a descendant
+        that left the host's session): each is a survivor finding."""
+        seen = {p.pid: p for p in (self.census.leftovers() if self.census else [])
+                + procs.tagged(self.meta["run_id"])}
+        for proc in seen.values():
+            rec = describe_process(proc)
+            try:
+                proc.kill()
+            except psutil.NoSuchProcess:
+                continue
+            self.meta["survivors"].append({**rec, "escaped_session": True})
+            self.meta["findings"].append({"kind": "escaped", "detail": f"pid {rec['pid']} ({rec['title'][:60]}) "
+                                          f"left the host's session and outlived its stop; killed"})
+        psutil.wait_procs(list(seen.values()), timeout=2)
 
     def _save(self, stop) -> None:
-        out = self.out
+        out, census, target = self.out, self.census, self.target
+        saves: list[tuple[str, Callable[[], None]]] = [
+            ("restarts.csv", lambda: results.write_frame(out / "restarts.csv", self._restart_frame(),
+                                                         results.RESTART_COLUMNS))]
         if self.load is not None:
-            results.write_frame(out / "requests.parquet", self.load.frame(), results.REQUEST_COLUMNS)
-        restarts = pd.DataFrame([{"index": i, "kind": r.kind, "t_sent": r.t_sent - self.t0,
-                                  "t_done": r.t_done - self.t0, "http_status": r.http_status, "body": r.body}
-                                 for i, r in enumerate(self.replies)])
-        results.write_frame(out / "restarts.csv", restarts, results.RESTART_COLUMNS)
-        if self.census is not None:
-            results.write_frame(out / "processes.parquet", self.census.frame(), results.PROCESS_COLUMNS)
-            status = self.census.status_frame()
-            if len(status):
-                results.write_frame(out / "status.parquet", status, results.STATUS_COLUMNS)
-            self.meta["census"] = {"interval_s": self.census.interval_s, "rounds": self.census.rounds,
-                                   "busy_s": round(self.census.busy_s, 4)}
-        if self.target is not None and Path(self.target.log_path).exists():
-            shutil.copyfile(self.target.log_path, out / ".host.log.tmp")
-            os.replace(out / ".host.log.tmp", out / "host.log")
+            saves.append(("requests.parquet", lambda: results.write_frame(
+                out / "requests.parquet", self.load.frame(), results.REQUEST_COLUMNS)))
+        if census is not None:
+            self.meta["census"] = {"interval_s": census.interval_s, "rounds": census.rounds,
+                                   "busy_s": round(census.busy_s, 4)}
+            saves.append(("processes.parquet", lambda: results.write_frame(
+                out / "processes.parquet", census.frame(), results.PROCESS_COLUMNS)))
+            if census.status is not None:
+                saves.append(("status.parquet", lambda: results.write_frame(
+                    out / "status.parquet", census.status_frame(), results.STATUS_COLUMNS)))
+        if target is not None and Path(target.log_path).exists():
+            saves.append(("host.log", lambda: results.write_atomic(out / "host.log",
+                                                                   Path(target.log_path).read_bytes())))
+        for name, save in saves:
+            try:
+                save()
+            except OSError as exc:          # a full disk must not lose run.json nor hang the run
+                self.meta.update(status="failed", reason=f"could not write {name}: {exc.strerror}")
+                self.meta["findings"].append({"kind": "write_error", "detail": f"{name}: {exc}"})
+        if self.load is not None and "requests.parquet" not in str(self.meta.get("reason")):
+            shutil.rmtree(self.load.record_dir, ignore_errors=True)   # raw rows now in requests.parquet
         if stop is not None:
-            self.meta["survivors"] = stop.survivors
+            self.meta["survivors"] = stop.survivors + self.meta["survivors"]
             self.meta["stop"] = {"graceful": stop.graceful, "stop_s": round(stop.stop_s, 4)}
             self.meta.setdefault("findings", []).extend(stop.findings)
             if stop.survivors:
                 self.meta["findings"].append({"kind": "survivors", "detail": f"{len(stop.survivors)} "
                                               f"process(es) outlived the host's stop and were killed"})
+
+
+    def _restart_frame(self) -> pd.DataFrame:
+        return pd.DataFrame([{"index": i, "kind": r.kind, "t_sent": r.t_sent - self.t0, "t_done": r.t_done - self.t0,
+                              "http_status": r.http_status, "body": r.body} for i, r in enumerate(self.replies)])
 
 
 def _check_fit(installation: Installation, scenario: Scenario) -> None:
@@ -392,6 +452,8 @@ def interruptible() -> Iterator[None]:
         yield
         return
 
+    _signals.update(count=0, pending=None)
+
     def handler(signum, _frame):
         _signals["count"] += 1
         name = signal.Signals(signum).name
@@ -406,6 +468,11 @@ def interruptible() -> Iterator[None]:
     finally:
         for s, h in old.items():
             signal.signal(s, h)
+
+
+def forced() -> bool:
+    """True once a second stop signal arrived: teardown then skips its graceful waits."""
+    return _signals["count"] >= 2
 
 
 @contextmanager

@@ -15,6 +15,7 @@ Hosts differ in how they restart (Unit: control API; wasmtime: process replaceme
 
 from __future__ import annotations
 
+import signal
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -95,6 +96,8 @@ class Target(Protocol):
 
     def start(self) -> None: ...
     def roots(self) -> list[int]: ...          # top-level pids of the host now (old ones too, while alive)
+    def alive(self) -> bool: ...               # the host's top process still runs (False = it crashed)
+    def exit_reason(self) -> str: ...          # how it ended, e.g. "killed by SIGKILL", once not alive
     def restart(self, action: dict[str, Any]) -> RestartReply: ...
     def role(self, title: str) -> str: ...
     def stop(self) -> StopReport: ...
@@ -103,6 +106,18 @@ class Target(Protocol):
 
 
 # -- helpers shared by targets ------------------------------------------------------------------
+
+def exit_reason(returncode: int | None) -> str:
+    """A Popen returncode in words."""
+    if returncode is None:
+        return "still running"
+    if returncode < 0:
+        try:
+            return f"killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"killed by signal {-returncode}"
+    return f"exit status {returncode}"
+
 
 def process_title(proc: psutil.Process) -> str:
     """A process's title as ``ps args`` shows it (cmdline joined); empty if it vanished."""

@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from .. import procs
-from .base import Installation, RestartReply, StopReport, TargetError, free_port, wait_http
+from .base import (Installation, RestartReply, StopReport, TargetError, exit_reason, free_port,
+                   wait_http)
 
 RESTART_MODES = ("term", "drain")
 
@@ -53,6 +54,7 @@ class WasmtimeTarget:
         self.component = Path(component)
         self.workdir = Path(workdir)
         self.host = host
+        self.auto_port = port is None
         self.port = port or free_port(host)
         self.serve_flags = tuple(serve_flags)
         self.restart_mode = restart_mode
@@ -78,11 +80,25 @@ class WasmtimeTarget:
         return self.current.pid if self.current else None
 
     def start(self) -> None:
+        """Start the server; an auto-chosen port taken meanwhile by another process is re-picked."""
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self._launch()
+        for attempt in range(3):
+            try:
+                return self._launch()
+            except TargetError:
+                in_use = b"in use" in self.log_path.read_bytes()[-2000:]
+                if not (self.auto_port and in_use) or attempt == 2:
+                    raise
+                self.port = free_port(self.host)
 
     def roots(self) -> list[int]:
         return [self.pid] if self.current else []
+
+    def alive(self) -> bool:
+        return self.current is not None and self.current.poll() is None
+
+    def exit_reason(self) -> str:
+        return "no server" if self.current is None else exit_reason(self.current.poll())
 
     def role(self, title: str) -> str:
         return "main" if "wasmtime" in title else "other"
