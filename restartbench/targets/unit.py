@@ -389,7 +389,8 @@ class UnitTarget:
             steps.append(self._call("GET", restart))
         elif kind == "config":
             self.env.update({str(k): str(v) for k, v in action.get("env", {}).items()})
-            steps.append(self._call("PUT", f"{app}/environment", self.env))
+            env = self.app_config().get("environment", {})       # the app object's own values kept
+            steps.append(self._call("PUT", f"{app}/environment", env))
         elif kind == "swap":
             if not self.is_wasm():
                 raise TargetError("a component swap needs a wasm-wasi-component app (app_object is "
