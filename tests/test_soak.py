@@ -1,0 +1,68 @@
+"""Soak (slow, not in CI): 50 consecutive runs, about half interrupted at a random moment by a random stop
+signal (or a SIGKILL of the orchestrator). Asserts 0 orphans and 50 readable run dirs.
+
+    .venv/bin/python -m pytest -m slow tests/test_soak.py -s
+"""
+
+import json
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from restartbench import read_run
+
+REPO = Path(__file__).resolve().parent.parent
+RUNS = 50
+
+
+def orphans() -> list[str]:
+    out = []
+    for p in psutil.process_iter(["name", "cmdline", "status"]):
+        cmd = " ".join(p.info["cmdline"] or [])
+        if p.info["status"] != psutil.STATUS_ZOMBIE and ("restartbench-soak" in cmd
+                                                         or p.info["name"] == "wasmtime" and "soak" in cmd):
+            out.append(f"{p.pid} {cmd[:100]}")
+    return out
+
+
+@pytest.mark.slow
+def test_soak_50_runs_with_random_interruptions(tmp_path):
+    rng = random.Random(20261126)
+    root = tmp_path / "restartbench-soak"
+    stats = {"complete": 0, "interrupted": 0, "crashed": 0, "failed": 0}
+    t_all = time.monotonic()
+    for i in range(RUNS):
+        argv = [sys.executable, "-m", "restartbench", "run", "--quiet", "--results-dir", str(root),
+                "--run-id", f"soak-{i:02d}", "--duration", "6s", "--warmup", "1s", "--cooldown", "1s",
+                "--restart-every", "2s", "--grace", "1s", "--window", "2s", "--users", "3"]
+        proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True)
+        action = rng.choice(["none", "none", "SIGINT", "SIGTERM", "SIGHUP", "SIGKILL", "double-SIGINT"])
+        if action != "none":
+            time.sleep(rng.uniform(0.3, 8.0))
+            if action == "double-SIGINT":
+                proc.send_signal(signal.SIGINT)
+                time.sleep(0.05)
+                proc.send_signal(signal.SIGINT)
+            else:
+                proc.send_signal(getattr(signal, action))
+        proc.wait(timeout=60)
+        time.sleep(0.3)
+        left = orphans()
+        assert left == [], f"run {i} ({action}): orphans {left}"
+        run_dir = root / f"soak-{i:02d}"
+        if run_dir.exists():
+            r = read_run(run_dir)
+            r.requests(), r.processes(), r.restarts()
+            stats[r.status if r.status in stats else "failed"] += 1
+        else:                       # interrupted before the run dir existed (during start-up)
+            stats["interrupted"] += 1
+    elapsed = time.monotonic() - t_all
+    print(f"\nsoak: {RUNS} runs in {elapsed:.0f} s: {json.dumps(stats)}; orphans 0")
+    assert sum(stats.values()) == RUNS
