@@ -44,8 +44,12 @@ def test_soak_50_runs_with_random_interruptions(tmp_path):
         proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                 start_new_session=True)
         action = rng.choice(["none", "none", "SIGINT", "SIGTERM", "SIGHUP", "SIGKILL", "double-SIGINT"])
+        run_dir = root / f"soak-{i:02d}"
         if action != "none":
-            time.sleep(rng.uniform(0.3, 8.0))
+            deadline = time.monotonic() + 30         # any moment of the run: from its first file on
+            while not (run_dir / "run.json").exists() and time.monotonic() < deadline:
+                time.sleep(0.02)
+            time.sleep(rng.uniform(0.0, 7.0))
             if action == "double-SIGINT":
                 proc.send_signal(signal.SIGINT)
                 time.sleep(0.05)
@@ -56,13 +60,9 @@ def test_soak_50_runs_with_random_interruptions(tmp_path):
         time.sleep(0.3)
         left = orphans()
         assert left == [], f"run {i} ({action}): orphans {left}"
-        run_dir = root / f"soak-{i:02d}"
-        if run_dir.exists():
-            r = read_run(run_dir)
-            r.requests(), r.processes(), r.restarts()
-            stats[r.status if r.status in stats else "failed"] += 1
-        else:                       # interrupted before the run dir existed (during start-up)
-            stats["interrupted"] += 1
+        r = read_run(run_dir)                        # every run dir readable, whatever happened
+        r.requests(), r.processes(), r.restarts()
+        stats[r.status if r.status in stats else "failed"] += 1
     elapsed = time.monotonic() - t_all
     print(f"\nsoak: {RUNS} runs in {elapsed:.0f} s: {json.dumps(stats)}; orphans 0")
     assert sum(stats.values()) == RUNS
