@@ -352,7 +352,7 @@ def test_shutdown_of_a_main_that_ignores_sigterm_is_bounded(tmp_path):
     assert hang["pid"] == proc.pid and "still running 0.5 s after SIGTERM" in hang["detail"]
     assert {s["pid"] for s in report.survivors} == {proc.pid, kids[0].pid}
     assert all(s["role"] == "other" for s in report.survivors)
-    assert not procs.session_members(proc.pid) and not kids[0].is_running()
+    assert not procs.session_members(proc.pid) and not _running(kids[0].pid)
 
 
 def test_shutdown_kills_a_tracked_process_that_left_the_session():
