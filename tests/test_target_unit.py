@@ -310,6 +310,26 @@ def test_start_failures_are_clear(tmp_path):
     assert (tmp_path / "host" / "state").is_dir() and (tmp_path / "host" / "tmp").is_dir()
 
 
+def test_start_reports_an_executable_that_exits_or_never_answers(tmp_path):
+    """The start-up failure paths, with plain programs in unitd's place (they never answer the API)."""
+    (tmp_path / "a.wasm").write_bytes(b"")
+    gone = UnitTarget(fake_installation(tmp_path, executable=Path("/bin/false")), tmp_path / "a.wasm",
+                      tmp_path / "h1")
+    with pytest.raises(TargetError, match=r"unitd exited \(status 1\) before its control socket answered"):
+        gone.start()
+    assert "--- restartbench" in gone.log_path.read_text() and gone.stop().survivors == []
+    silent = UnitTarget(fake_installation(tmp_path, executable=Path("unitd"),
+                                          runner=(sys.executable, "-c", "import time; time.sleep(30)")),
+                        tmp_path / "a.wasm", tmp_path / "h2", control_timeout_s=0.3)
+    t = time.monotonic()
+    with pytest.raises(TargetError, match=r"control socket .* did not answer within 1.5 s"):  # x5: emulated
+        silent.start()
+    assert silent.alive() and silent.exit_reason() == "still running"
+    report = silent.stop()
+    assert report.graceful and not report.findings and time.monotonic() - t < 5
+    assert silent.exit_reason() == "unitd main killed by SIGTERM" and not silent.alive()
+
+
 # -- bounded shutdown, on plain process trees -------------------------------------------------
 
 STUBBORN = """
