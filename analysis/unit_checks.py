@@ -20,7 +20,6 @@ Returns a JSON-able dict; ``verdict`` is ``ok`` or ``findings``. Pure pandas ove
 from __future__ import annotations
 
 import datetime as _dt
-import re
 from typing import Any
 
 import pandas as pd
