@@ -20,7 +20,7 @@ import pytest
 
 from restartbench import procs
 from restartbench.targets.base import Installation, TargetError
-from restartbench.targets.unit import (UnitTarget, control, flatten_status, parse_title, shutdown,
+from restartbench.targets.unit import (Reply, UnitTarget, control, flatten_status, parse_title, shutdown,
                                        unit_role)
 
 DATA = Path(__file__).parent / "data" / "unit"
@@ -106,6 +106,8 @@ def test_status_1_35_has_modules_which_are_not_counters():
 def test_status_other_shapes():
     other = flatten_status(json.loads((DATA / "status-1.32.0.json").read_text()), "restartbench")
     assert other["applications.labapp.processes.running"] == 2.0 and "app.processes.running" not in other
+    idle = flatten_status(json.loads((DATA / "status-idle-1.32.0.json").read_text()), "labapp")
+    assert (idle["connections.accepted"], idle["requests.total"], idle["app.processes.idle"]) == (4.0, 4.0, 2.0)
     empty = flatten_status(json.loads((DATA / "status-empty-1.32.0.json").read_text()))
     assert empty == {"connections.accepted": 0.0, "connections.active": 0.0, "connections.idle": 0.0,
                      "connections.closed": 0.0, "requests.total": 0.0}
@@ -178,6 +180,17 @@ def test_control_client_over_a_unix_socket(recorded_socket):
     control(recorded_socket, "PUT", "/config/applications/labapp/environment", {"LABVAR": "v1"})
     assert _Recorded.received[-1] == ("PUT", "/config/applications/labapp/environment", '{"LABVAR": "v1"}')
     assert _Recorded.received[-2][2] == "0"
+
+
+@pytest.mark.parametrize("path", sorted(p.name for p in (DATA / "control").glob("*.json")))
+def test_recorded_control_bodies(path):
+    status = int(path.split("-")[0])
+    reply = Reply("GET", "/", status, (DATA / "control" / path).read_text(), 0.0)
+    body = reply.json()
+    assert reply.ok == (status == 200) and set(body) & ({"success"} if reply.ok else {"error"})
+    assert "\t" not in reply.compact() and "\n" not in reply.compact()
+    if status == 400 and "location" in body:           # bad JSON: Unit says where
+        assert body["location"] == {"offset": 9, "line": 1, "column": 10}
 
 
 def test_control_client_timeout_and_missing_socket(recorded_socket, tmp_path):
