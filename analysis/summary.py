@@ -188,8 +188,14 @@ def run_info(run: Run) -> dict[str, Any]:
 def summarize(run: Run, window_s: float | None = None, grace_s: float | None = None,
               **options: Any) -> dict[str, Any]:
     """The run's metrics as a JSON-able dict (NaN -> None). W and grace default to the scenario's,
-    else 5 s; ``options``: warmup_s, app_roles, timeout_s (see ``analyze``)."""
-    return analyze(run, window_s=window_s, grace_s=grace_s, **options).summary()
+    else 5 s; ``options``: warmup_s, app_roles, timeout_s (see ``analyze``). A Unit run also gets
+    ``unit``: the Unit-specific checks of ``unit_checks.check_run``."""
+    summary = analyze(run, window_s=window_s, grace_s=grace_s, **options).summary()
+    if (run.meta.get("target") or {}).get("kind") == "unit":
+        from .unit_checks import check_run
+
+        summary["unit"] = jsonable(check_run(run, grace_s=grace_s))
+    return summary
 
 
 def write_summary(run: Run, window_s: float | None = None, grace_s: float | None = None,

@@ -135,8 +135,8 @@ def kill_session(sid: int) -> list[int]:
                 killed.append(proc.pid)
         except (ProcessLookupError, PermissionError, psutil.NoSuchProcess):
             continue
-    if killed:
-        psutil.wait_procs([p for p in map(_proc_or_none, killed) if p], timeout=2)
+    if killed:                        # wait until gone or a zombie (init reaps those, not us)
+        wait_until(lambda: not session_members(sid), 2.0, step_s=0.01)
     if not session_members(sid):
         _tell_reaper(f"-{sid}")
     return killed
