@@ -152,6 +152,11 @@ def tree(root_pid: int, extra: set[int] = frozenset()) -> list[psutil.Process]:
     return list(procs.values())
 
 
+def http_url(host: str, port: int) -> str:
+    """``http://host:port`` with an IPv6 host bracketed."""
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port on ``host`` that is free now (bound and released)."""
     import socket

@@ -59,7 +59,7 @@ from typing import Any, Iterable
 import psutil
 
 from .. import procs
-from .base import (Installation, RestartReply, StopReport, TargetError, free_port, process_title, tree,
+from .base import (Installation, RestartReply, StopReport, TargetError, free_port, http_url, process_title, tree,
                    wait_http)
 
 APP_NAME = "restartbench"
@@ -305,8 +305,7 @@ class UnitTarget:
 
     @property
     def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return http_url(self.host, self.port)
 
     @property
     def pid(self) -> int | None:

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import procs
-from .base import (Installation, RestartReply, StopReport, TargetError, exit_reason, free_port,
+from .base import (Installation, RestartReply, StopReport, TargetError, exit_reason, free_port, http_url,
                    wait_http)
 
 RESTART_MODES = ("term", "drain")
@@ -72,8 +72,7 @@ class WasmtimeTarget:
 
     @property
     def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return http_url(self.host, self.port)
 
     @property
     def pid(self) -> int | None:
