@@ -5,11 +5,18 @@ It runs in a thread of the orchestrator (never inside Locust's gevent-patched pr
 seconds since the run's t0 on ``time.monotonic()``. A process's birth time comes from the kernel
 (``/proc/<pid>/stat`` starttime, 10 ms resolution), converted to the same clock, so a process born
 just before a restart is never mistaken for one born after it, whatever the sampling interval.
+
+Cost (benchmarks/overhead.py): a round reads ``/proc`` directly, only for the host's processes —
+one ``stat`` read and one ``fd`` listing per process, and its children from
+``/proc/<pid>/task/<tid>/children`` (no scan of every process on the machine); a full scan of
+``/proc`` runs every ``rescan_every`` rounds as a safety net (and every round on a kernel without
+that file). psutil is kept for what is rare: a new process's title, USS every ``uss_every`` rounds.
 """
 
 from __future__ import annotations
 
 import bisect
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -19,10 +26,78 @@ import pandas as pd
 import psutil
 
 from . import results
-from .targets.base import process_title, tree
+from .targets.base import process_title
 
 #: seconds to add to a boot-relative time (/proc starttime) to get a time.monotonic() reading
 _BOOT_TO_MONO = time.monotonic() - time.clock_gettime(time.CLOCK_BOOTTIME)
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+#: /proc/<pid>/stat state letters, named as psutil names them
+_STATES = {"R": "running", "S": "sleeping", "D": "disk-sleep", "T": "stopped", "t": "tracing-stop",
+           "Z": psutil.STATUS_ZOMBIE, "X": "dead", "x": "dead", "K": "wake-kill", "W": "waking", "I": "idle",
+           "P": "parked"}
+_HAS_CHILDREN_FILE = os.path.exists(f"/proc/{os.getpid()}/task/{os.getpid()}/children")
+
+
+def _read(path: str) -> bytes | None:
+    """A small /proc file in one read (no Python file object: this runs ~200 times a second)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    try:
+        data = chunk = os.read(fd, 4096)
+        while len(chunk) == 4096:            # a long children list
+            chunk = os.read(fd, 4096)
+            data += chunk
+        return data
+    except OSError:                          # the process went away meanwhile
+        return None
+    finally:
+        os.close(fd)
+
+
+def _read_stat(pid: int) -> list[bytes] | None:
+    """The fields of ``/proc/<pid>/stat`` after ``comm`` (index 0 = state, field 3), or None if gone."""
+    data = _read(f"/proc/{pid}/stat")
+    if data is None:
+        return None
+    return data[data.rfind(b")") + 2:].split()
+
+
+def _descendants(pids: set[int]) -> list[int]:
+    """Every descendant of ``pids`` now, from one scan of all of ``/proc`` (what psutil's
+    ``children(recursive=True)`` does per call)."""
+    by_parent: dict[int, list[int]] = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            f = _read_stat(int(name))
+            if f is not None and len(f) > 1:
+                by_parent.setdefault(int(f[1]), []).append(int(name))
+    out, stack = [], list(pids)
+    while stack:
+        for child in by_parent.get(stack.pop(), ()):
+            if child not in pids:
+                pids.add(child)
+                out.append(child)
+                stack.append(child)
+    return out
+
+
+def _children(pid: int, threads: int) -> list[int]:
+    """Children of ``pid`` now, from each of its threads' ``children`` file (a forking thread owns them)."""
+    tids = [pid]
+    if threads > 1:
+        try:
+            tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+        except (FileNotFoundError, ProcessLookupError):
+            return []
+    out = []
+    for tid in tids:
+        data = _read(f"/proc/{pid}/task/{tid}/children")
+        if data:
+            out.extend(int(c) for c in data.split())
+    return out
 
 
 def born_monotonic(proc: psutil.Process) -> float:
@@ -52,7 +127,9 @@ class Census:
     restarts: list[float] = field(default_factory=list)   # t_sent of each restart, s since t0
     _rows: list[tuple] = field(default_factory=list, repr=False)
     _status_rows: list[tuple] = field(default_factory=list, repr=False)
+    rescan_every: int = 10
     _seen: dict[int, tuple[psutil.Process, float, str]] = field(default_factory=dict, repr=False)
+    _start: dict[int, int] = field(default_factory=dict, repr=False)     # pid -> kernel starttime
     _stop: threading.Event = field(default_factory=threading.Event, repr=False)
     _thread: threading.Thread | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -98,17 +175,23 @@ class Census:
         """Take one sample of every live process of the host now."""
         t_begin = time.monotonic()
         with_uss = self.rounds % self.uss_every == 0
-        procs = {}
-        for root in list(self.roots()):
-            for p in tree(root):
-                procs[p.pid] = p
-        for pid, (p, _born, _title) in list(self._seen.items()):
-            procs.setdefault(pid, p)
         t = t_begin - self.t0
-        for p in procs.values():
-            row = self._row(p, t, with_uss)
-            if row is not None:
-                self._rows.append(row)
+        todo = list(dict.fromkeys([*self.roots(), *self._seen]))
+        if not _HAS_CHILDREN_FILE or self.rounds % self.rescan_every == 0:
+            # safety net (and the only way without children files): every descendant, from one /proc scan
+            todo.extend(_descendants(set(todo)))
+        done: set[int] = set()
+        while todo:                               # the roots, every process seen, and their descendants
+            pid = todo.pop()
+            if pid in done:
+                continue
+            done.add(pid)
+            row, threads = self._row(pid, t, with_uss)
+            if row is None:
+                continue
+            self._rows.append(row)
+            if _HAS_CHILDREN_FILE and threads:
+                todo.extend(c for c in _children(pid, threads) if c not in done)
         if self.status is not None and self.rounds % self.status_every == 0:
             try:
                 counters = self.status()
@@ -118,37 +201,51 @@ class Census:
         self.rounds += 1
         self.busy_s += time.monotonic() - t_begin
 
-    def _row(self, p: psutil.Process, t: float, with_uss: bool) -> tuple | None:
+    def _row(self, pid: int, t: float, with_uss: bool) -> tuple[tuple | None, int]:
+        """One sample row of ``pid`` (None if it is gone) and its thread count (0 for a zombie)."""
+        f = _read_stat(pid)
+        if f is None or len(f) < 22:
+            self._forget(pid)
+            return None, 0
+        start = int(f[19])
+        known = self._seen.get(pid)
+        if known is None or self._start.get(pid) != start:       # new, or the pid was reused
+            try:
+                p = psutil.Process(pid)
+            except psutil.NoSuchProcess:
+                self._forget(pid)
+                return None, 0
+            known = (p, start / _CLK_TCK + _BOOT_TO_MONO - self.t0, process_title(p))
+            self._seen[pid], self._start[pid] = known, start
+        p, born, title = known
+        state = _STATES.get(f[0].decode(), f[0].decode())
+        if t - born < 1.0 and state != psutil.STATUS_ZOMBIE:
+            # a young process may still change its title (fork, exec); a zombie keeps its last one
+            title = process_title(p) or title
+            self._seen[pid] = (p, born, title)
+        if state == psutil.STATUS_ZOMBIE:
+            return (t, pid, int(f[1]), self.role(title), self.generation(born), 0, float("nan"),
+                    0, 0, 0.0, state, born, title), 0
         try:
-            known = self._seen.get(p.pid)
-            if known is None or known[0].create_time() != p.create_time():
-                born = born_monotonic(p) - self.t0
-                known = (p, born, process_title(p))
-                self._seen[p.pid] = known
-            _, born, title = known
-            if t - born < 1.0:          # a young process may still change its title (fork, exec)
-                title = process_title(p) or title
-                self._seen[p.pid] = (p, born, title)
-            with p.oneshot():
-                state = p.status()
-                if state == psutil.STATUS_ZOMBIE:
-                    return (t, p.pid, _ppid(p), self.role(title), self.generation(born), 0, float("nan"),
-                            0, 0, 0.0, state, born, title)
-                mem = p.memory_info()
-                cpu = p.cpu_times()
-                uss = float("nan")
-                if with_uss:
-                    try:
-                        uss = float(p.memory_full_info().uss)
-                    except (psutil.AccessDenied, psutil.ZombieProcess):
-                        pass
-                return (t, p.pid, p.ppid(), self.role(title), self.generation(born), mem.rss, uss,
-                        p.num_fds(), p.num_threads(), cpu.user + cpu.system, state, born, title)
-        except (psutil.NoSuchProcess, psutil.ZombieProcess):
-            self._seen.pop(p.pid, None)
-            return None
-        except psutil.AccessDenied:
-            return None
+            fds = len(os.listdir(f"/proc/{pid}/fd"))
+        except (FileNotFoundError, ProcessLookupError):
+            self._forget(pid)
+            return None, 0
+        except PermissionError:
+            fds = 0
+        uss = float("nan")
+        if with_uss:
+            try:
+                uss = float(p.memory_full_info().uss)
+            except (psutil.AccessDenied, psutil.ZombieProcess, psutil.NoSuchProcess):
+                pass
+        threads = int(f[17])
+        return (t, pid, int(f[1]), self.role(title), self.generation(born), int(f[21]) * _PAGE, uss,
+                fds, threads, (int(f[11]) + int(f[12])) / _CLK_TCK, state, born, title), threads
+
+    def _forget(self, pid: int) -> None:
+        self._seen.pop(pid, None)
+        self._start.pop(pid, None)
 
     def leftovers(self) -> list[psutil.Process]:
         """Processes the census has seen that are still alive now (not zombies): after the host's stop,
@@ -171,10 +268,3 @@ class Census:
         """Host counters sampled so far, in the status.parquet contract."""
         return results.conform(pd.DataFrame(self._status_rows, columns=["t", "key", "value"]),
                                results.STATUS_COLUMNS)
-
-
-def _ppid(p: psutil.Process) -> int:
-    try:
-        return p.ppid()
-    except psutil.NoSuchProcess:
-        return 0
