@@ -86,5 +86,37 @@ test: $(STAMP)
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -q -m ''
 
+# asv history (asv.conf.json, benchmarks/restarts.py): each parameter combination (host version x
+# scenario) runs once; the working tree is measured and recorded at HEAD's commit. One asv machine per
+# arch (<hostname>-<arch>) keeps architectures apart in the HTML. ARCH=, SCENARIO= (lists ok) and, only
+# when given, TARGET=/UNIT= (default: every host found) and DURATION= go to the benchmarks (their env
+# vars: benchmarks/restarts.py); ASV_ARGS= to `asv run` (e.g. --bench track_lingering).
+ASV_ARGS ?=
+asv: $(STAMP) $(if $(FOREIGN),emulator)
+	@commit=$$(git rev-parse HEAD) || exit 2; rc=0; \
+	$(BIN)/asv machine --yes >/dev/null || exit 2; \
+	for arch in $(or $(ARCHES),$(HOST_ARCH)); do \
+	  machine=$$(uname -n)-$$arch; \
+	  echo "asv: machine $$machine, commit $$commit"; \
+	  $(BIN)/asv machine --yes --machine $$machine --arch $$arch >/dev/null || exit 2; \
+	  env RESTARTBENCH_ASV_ARCH=$$arch $(if $(SCENARIO),RESTARTBENCH_ASV_SCENARIOS=$(SCENARIO)) \
+	    $(if $(UNIT)$(filter command line environment,$(origin TARGET)),RESTARTBENCH_ASV_TARGETS=$(TARGETS)) \
+	    $(if $(filter command line environment,$(origin DURATION)),RESTARTBENCH_ASV_DURATION=$(DURATION)) \
+	    $(BIN)/asv run --machine $$machine --set-commit-hash $$commit \
+	      --environment existing:$(abspath $(BIN)/python) --show-stderr $(ASV_ARGS) || rc=$$?; \
+	done; \
+	$(BIN)/asv publish || exit 2; \
+	echo "asv HTML: $(abspath results/html)/index.html (serve it: $(BIN)/asv preview)"; \
+	exit $$rc
+
+# judge runs: exit 0 pass / 1 fail / 2 unusable input. RUNS= run dirs, space or comma separated (default
+# the latest under results/runs), LIMITS= a limits TOML (default gates/default.toml), BASELINE= run dirs
+RUNS     ?= latest
+LIMITS   ?=
+BASELINE ?=
+gate: $(STAMP)
+	$(BIN)/restartbench gate $(call list,$(RUNS)) $(if $(LIMITS),--limits $(LIMITS)) \
+	    $(if $(BASELINE),--baseline $(call list,$(BASELINE)))
+
 clean:
 	rm -rf apps/build .pytest_cache
