@@ -109,14 +109,19 @@ asv: $(STAMP) $(if $(FOREIGN),emulator)
 	echo "asv HTML: $(abspath results/html)/index.html (serve it: $(BIN)/asv preview)"; \
 	exit $$rc
 
-# judge runs: exit 0 pass / 1 fail / 2 unusable input. RUNS= run dirs, space or comma separated (default
-# the latest under results/runs), LIMITS= a limits TOML (default gates/default.toml), BASELINE= run dirs
+# judge runs: `restartbench gate` exits 0 pass / 1 fail / 2 unusable input (make itself can only exit 0
+# or 2: it says which one it was; scripts that need the code call .venv/bin/restartbench gate directly).
+# RUNS= run dirs, space or comma separated (default the latest under results/runs), LIMITS= a limits
+# TOML (default gates/default.toml), BASELINE= baseline run dirs
 RUNS     ?= latest
 LIMITS   ?=
 BASELINE ?=
 gate: $(STAMP)
-	$(BIN)/restartbench gate $(call list,$(RUNS)) $(if $(LIMITS),--limits $(LIMITS)) \
-	    $(if $(BASELINE),--baseline $(call list,$(BASELINE)))
+	@$(BIN)/restartbench gate $(call list,$(RUNS)) $(if $(LIMITS),--limits $(LIMITS)) \
+	    $(if $(BASELINE),--baseline $(call list,$(BASELINE))) || { rc=$$?; \
+	  case $$rc in 1) why="a check failed";; 2) why="unusable input";; *) why="it was stopped";; esac; \
+	  echo "gate: restartbench gate exited $$rc: $$why" >&2; \
+	  exit $$rc; }
 
 clean:
 	rm -rf apps/build .pytest_cache
