@@ -1,0 +1,121 @@
+"""asv end to end: `asv run` on a temp copy of the suite's asv files (asv.conf.json, benchmarks/) in a
+throwaway git repo, with one tiny wasmtime scenario, then `asv publish`.
+
+restartbench itself comes from the venv (its editable install), as it does for `make asv`. HOME points
+at the temp dir so asv's machine file (~/.asv-machine.json) stays out of the user's home.
+"""
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from restartbench import installations, procs
+
+REPO = Path(__file__).resolve().parent.parent
+ASV = Path(sys.executable).parent / "asv"
+TRACKS = ("track_window_timeout_rate", "track_lingering_max", "track_recovery_p95", "track_rss_slope",
+          "track_fd_slope")
+#: 8 s of load, restarts at 2, 4 and 6 s: three restart windows, enough for a retention slope
+OVERRIDES = "warmup=2s,cooldown=2s,restart_every=2s,grace=2s,window=2s"
+
+
+def _git(cwd: Path, *args: str) -> str:
+    return subprocess.run(["git", "-c", "user.name=test", "-c", "user.email=test@localhost", *args],
+                          cwd=cwd, check=True, capture_output=True, text=True).stdout.strip()
+
+
+def _asv(tmp: Path, env: dict, *args: str, timeout: float) -> subprocess.CompletedProcess:
+    out = subprocess.run([str(ASV), *args], cwd=tmp, env=env, capture_output=True, text=True,
+                         timeout=timeout)
+    assert out.returncode == 0, f"asv {' '.join(args)} exited {out.returncode}:\n{out.stdout}\n{out.stderr}"
+    return out
+
+
+@pytest.fixture(scope="module")
+def asv_run(tmp_path_factory):
+    try:
+        arch = installations.wasmtime().arch
+    except Exception as exc:                       # noqa: BLE001
+        pytest.skip(f"no wasmtime here: {exc}")
+    if not ASV.exists():
+        pytest.skip(f"{ASV} not installed: make venv")
+    tmp = tmp_path_factory.mktemp("asv")
+    shutil.copy(REPO / "asv.conf.json", tmp / "asv.conf.json")
+    (tmp / "benchmarks").mkdir()
+    for name in ("__init__.py", "restarts.py"):
+        shutil.copy(REPO / "benchmarks" / name, tmp / "benchmarks" / name)
+    _git(tmp, "init", "-q", "-b", "main")
+    _git(tmp, "add", "asv.conf.json", "benchmarks")
+    _git(tmp, "commit", "-q", "-m", "suite copy")
+    commit = _git(tmp, "rev-parse", "HEAD")
+    env = {**os.environ, "HOME": str(tmp),
+           "RESTARTBENCH_ASV_ARCH": arch, "RESTARTBENCH_ASV_TARGETS": "wasmtime",
+           # process-count is Unit's: wasmtime cannot do it, so asv must skip that combination
+           "RESTARTBENCH_ASV_SCENARIOS": "periodic-restart,process-count",
+           "RESTARTBENCH_ASV_DURATION": "8s", "RESTARTBENCH_ASV_OVERRIDES": OVERRIDES,
+           "RESTARTBENCH_ASV_USERS": "5", "RESTARTBENCH_ASV_RUNS": str(tmp / "runs")}
+    machine = f"test-{arch}"
+    _asv(tmp, env, "machine", "--yes", timeout=60)
+    _asv(tmp, env, "machine", "--yes", "--machine", machine, "--arch", arch, timeout=60)
+    ran = _asv(tmp, env, "run", "--machine", machine, "--set-commit-hash", commit,
+               "--environment", f"existing:{sys.executable}", "--show-stderr", timeout=240)
+    published = _asv(tmp, env, "publish", timeout=120)
+    return {"tmp": tmp, "commit": commit, "machine": machine, "arch": arch, "ran": ran,
+            "published": published}
+
+
+def _results(asv_run) -> dict:
+    files = list((asv_run["tmp"] / "results" / "asv" / asv_run["machine"]).glob(
+        f"{asv_run['commit'][:8]}-existing-*.json"))
+    assert len(files) == 1, files
+    return json.loads(files[0].read_text())
+
+
+def test_every_track_has_a_number_for_the_run_and_skips_what_wasmtime_cannot_do(asv_run):
+    doc = _results(asv_run)
+    assert doc["params"]["machine"] == asv_run["machine"] and doc["params"]["arch"] == asv_run["arch"]
+    for track in TRACKS:
+        result, params = doc["results"][f"restarts.Restarts.{track}"][:2]
+        targets, scenario_labels = params
+        assert len(targets) == 1 and targets[0].startswith("'wasmtime ")
+        assert [s.split()[0].strip("'") for s in scenario_labels] == ["periodic-restart", "process-count"]
+        value, skipped = result
+        assert isinstance(value, (int, float)) and math.isfinite(value), (track, value)
+        assert skipped is None or (isinstance(skipped, float) and math.isnan(skipped)), (track, skipped)
+    values = {t: doc["results"][f"restarts.Restarts.{t}"][0][0] for t in TRACKS}
+    # a clean wasmtime run: no old process survives a restart, and every restart recovers quickly
+    assert values["track_lingering_max"] == 0
+    assert 0 <= values["track_window_timeout_rate"] <= 1
+    assert 0 < values["track_recovery_p95"] < 2.0
+    # the one combination ran once: a single run dir, complete, with its summary
+    runs = [p.parent for p in (asv_run["tmp"] / "runs").glob("*/*/run.json")]
+    assert len(runs) == 1, runs
+    meta = json.loads((runs[0] / "run.json").read_text())
+    assert meta["status"] == "complete" and meta["scenario"]["duration_s"] == 8.0
+    assert (runs[0] / "summary.json").is_file()
+
+
+def test_no_process_of_the_run_is_left(asv_run):
+    (run_dir,) = [p.parent for p in (asv_run["tmp"] / "runs").glob("*/*/run.json")]
+    meta = json.loads((run_dir / "run.json").read_text())
+    assert procs.tagged(meta["run_id"]) == []
+    assert meta["survivors"] == []
+
+
+def test_publish_writes_browsable_html(asv_run):
+    html = asv_run["tmp"] / "results" / "html"
+    assert (html / "index.html").is_file() and (html / "index.json").is_file()
+    index = json.loads((html / "index.json").read_text())
+    for track in TRACKS:
+        bench = index["benchmarks"][f"restarts.Restarts.{track}"]
+        assert bench["type"] == "track" and bench["unit"] and bench["param_names"] == ["target", "scenario"]
+        graphs = list((html / "graphs").glob(f"arch-{asv_run['arch']}/**/restarts.Restarts.{track}.json"))
+        assert len(graphs) == 1, graphs
+        points = json.loads(graphs[0].read_text())
+        assert len(points) == 1 and isinstance(points[0][1][0], (int, float))
