@@ -414,6 +414,7 @@ class BisectResult:
     last_good: str | None = None
     candidates: list[str] = field(default_factory=list)
     error: str = ""                                    # the endpoints do not hold as stated
+    runs_failed: bool = False                          # ...because a run could not be judged
 
     @property
     def found(self) -> bool:
@@ -436,7 +437,7 @@ class BisectResult:
     def exit_code(self) -> int:
         """0 boundary found, 1 the endpoints' verdicts contradict good/bad, 3 runs failed so it is open."""
         if self.error:
-            return 1
+            return 3 if self.runs_failed else 1
         return 0 if self.found else 3
 
     def describe(self) -> dict[str, Any]:
@@ -509,11 +510,13 @@ def bisect(good: str, bad: str, versions: Sequence[Any], run_cell: Callable[[Any
     lo, hi = 0, len(seq) - 1
     if verify_endpoints:
         v = probe(lo)
+        res.runs_failed = v == "skip"
         if v != "pass":
             res.error = (f"the good version {res.order[lo]} " + ("fails the gate" if v == "fail" else
                          f"could not be judged ({res.steps[-1].reason})") + ": nothing to bisect")
             return res
         v = probe(hi)
+        res.runs_failed = v == "skip"
         if v != "fail":
             res.error = (f"the bad version {res.order[hi]} " + ("passes the gate" if v == "pass" else
                          f"could not be judged ({res.steps[-1].reason})") + ": nothing to bisect")

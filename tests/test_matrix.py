@@ -266,6 +266,9 @@ def test_bisect_fix_direction_good_newer_than_bad():
 def test_bisect_endpoints_must_hold():
     res = bisect("1.20.0", "1.35.0", VERSIONS, fake_cell([]), judge_by(first_bad_from="1.10.0"))
     assert not res.found and "good version 1.20.0 fails the gate" in res.error and res.exit_code == 1
+    res = bisect("1.20.0", "1.35.0", VERSIONS, fake_cell([]), judge_by(first_bad_from="1.28.0",
+                                                                       unknown={"1.35.0"}))
+    assert "bad version 1.35.0 could not be judged" in res.error and res.exit_code == 3
     res = bisect("1.20.0", "1.25.0", VERSIONS, fake_cell([]), judge_by(first_bad_from="1.30.0"))
     assert "bad version 1.25.0 passes the gate" in res.error and res.exit_code == 1
     ran = []
@@ -381,3 +384,31 @@ def test_cli_matrix_both_arches_side_by_side(tmp_path, capsys):
     assert dict(zip(table.arch, table.emulated)) == {HOST: False, FOREIGN: True}
     assert f"{FOREIGN} (emulated)" in out and "not comparable" in out
     assert (mdir / "report.html").is_file()
+
+
+def test_cli_bisect_on_known_verdicts(tmp_path, monkeypatch, capsys, registry):
+    """`restartbench bisect --good 1.32.1 --bad 1.32.0` over registered builds whose runs (stand-ins
+    with known verdicts) are judged by the real gate."""
+    native = [i for i in registry if i.arch == HOST and i.flavor == "unit"]
+    monkeypatch.setattr(matrix, "usable_installations", lambda: native)
+    monkeypatch.setattr(installations, "resolve", lambda spec, arch=None: matrix._lookup(native, spec, arch or HOST))
+    fake = fake_run(tmp_path, bad_versions={"1.32.0"})
+    monkeypatch.setattr(cli, "run", fake)
+    code = cli.main(["bisect", "--good", "1.32.1", "--bad", "1.32.0", "--quiet", "--results-dir", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert fake.calls == [("1.32.1", HOST), ("1.32.0", HOST)]
+    assert "first version failing the gate: 1.32.0" in out and "last passing: 1.32.1" in out
+    [record] = tmp_path.glob("bisect-*/bisect.json")
+    saved = json.loads(record.read_text())
+    assert saved["first_bad"] == "1.32.0" and Path(saved["runs"]["1.32.0"]).is_dir()
+    # the good end failing the gate: exit 1, said so
+    monkeypatch.setattr(cli, "run", fake_run(tmp_path, bad_versions={"1.32.0", "1.32.1"}))
+    assert cli.main(["bisect", "--good", "1.32.1", "--bad", "1.32.0", "--quiet", "--results-dir",
+                     str(tmp_path / "b")]) == 1
+    assert "good version 1.32.1 fails the gate" in capsys.readouterr().out
+    # its run failing instead: exit 3, the reason shown
+    monkeypatch.setattr(cli, "run", fake_run(tmp_path, failing={"1.32.1"}))
+    assert cli.main(["bisect", "--good", "1.32.1", "--bad", "1.32.0", "--quiet", "--results-dir",
+                     str(tmp_path / "c")]) == 3
+    assert "could not be judged (TargetError: host did not come up)" in capsys.readouterr().out
