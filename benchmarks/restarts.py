@@ -39,7 +39,7 @@ import analysis
 from restartbench import installations, read_run, scenarios
 from restartbench.load import LoadSpec
 from restartbench.matrix import version_key
-from restartbench.run import REPO, ConfigError, RunConfig, run
+from restartbench.run import REPO, ConfigError, Interrupted, RunConfig, run
 
 ENV = "RESTARTBENCH_ASV_"
 DEFAULT_SCENARIOS = "periodic-restart"
@@ -146,9 +146,14 @@ def measure(inst: installations.Installation, sc: scenarios.Scenario, root: Path
         outcome = run(config)
     except ConfigError as exc:                  # the host cannot do this scenario: asv skips it
         return {"skip": str(exc)}
+    if outcome.status == "interrupted":         # asv's timeout or Ctrl-C: stop, run nothing more
+        raise Interrupted(outcome.meta.get("reason") or "interrupted")
     if outcome.status != "complete":
         return {"error": f"run {outcome.status}: {outcome.meta.get('reason', '')} ({outcome.path})"}
-    summary = json.loads(analysis.write_summary(read_run(outcome.path)).read_text())
+    try:
+        summary = json.loads(analysis.write_summary(read_run(outcome.path)).read_text())
+    except Exception as exc:                    # noqa: BLE001 - this combination fails, the others go on
+        return {"error": f"analysis of {outcome.path} failed: {type(exc).__name__}: {exc}"}
     o = summary["overall"]
     return {"path": str(outcome.path), "metrics": {
         "window_timeout_rate": _number(o.get("window_timeout_rate")),
