@@ -190,7 +190,8 @@ class Restarts:
                 print(f"{tlabel} x {slabel}: {time.monotonic() - t:.1f} s: {what}", flush=True)
         return out
 
-    # asv kills setup_cache after this many seconds: every combination's run, back to back
+    # asv kills setup_cache once it has printed nothing for this long (it prints a line per combination);
+    # the budget of every combination back to back, so it holds as a wall-clock limit too
     setup_cache.timeout = max(120.0, sum(_budget_s(i, s) for i in TARGETS.values() for s in SCENARIOS.values()))
 
     def setup(self, cache: dict, target: str, scenario: str) -> None:
