@@ -226,3 +226,21 @@ def test_open_runs_maps_format_errors(tmp_path):
         open_runs([tmp_path / "clean", tmp_path / "future"])
     with pytest.raises(GateInputError, match="no run.json"):
         open_runs([tmp_path / "nothing"])
+
+
+def test_emulated_runs_are_judged_with_the_emulated_limits(tmp_path):
+    # recovery of 3 s after every restart: too slow natively (2 s), fine under qemu (10 s)
+    stalls = [(t, t + 3.0) for t in (10.0, 15.0, 20.0)]
+    rows = dict(requests=requests_frame(30.0, stalls=stalls), restarts=restarts_frame((10.0, 15.0, 20.0)),
+                processes=Tree((10.0, 15.0, 20.0), duration=30.0).frame())
+    native = write_run(tmp_path, "native", **rows)
+    emulated = write_run(tmp_path, "emulated", **rows, target={
+        "kind": "wasmtime", "name": "wasmtime", "version": "49.0.3", "arch": "aarch64",
+        "runner": ["qemu-aarch64-static"], "emulated": True})
+    verdict = {r.scope: r for r in evaluate([native, emulated]).rows if r.check == "recovery p95"}
+    assert verdict["native"].verdict == "fail"
+    assert verdict["emulated"].verdict == "pass" and "emulated" in verdict["emulated"].note
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[emulated]\nrss_slope_max = -1\n")
+    with pytest.raises(GateInputError, match=r"\[emulated\] rss_slope_max"):
+        load_limits(bad)
