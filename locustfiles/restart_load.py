@@ -244,6 +244,7 @@ def _on_rows(environment, msg, **_kw):
         if new:
             f.write(HEADER_LINE)
     f.write(msg.data["rows"])
+    f.flush()                   # one batch = one worker's last half second: visible to progress() at once
 
 
 def _on_clock(environment, msg, **_kw):
