@@ -12,7 +12,7 @@ Open model (``--rate R``): requests are sent on a fixed schedule, R per second a
 all processes, whether or not earlier ones finished; each row then carries its intended send time
 (``t_intended``), and a hung host is sent exactly as many requests as a healthy one.
 Every request has a short timeout (``--request-timeout``, default 2 s) so a request that hangs across
-a restart is a ``timeout``, not a 60 s latency.
+a restart is a ``timeout``, not a 60 s latency. Users keep no cookies unless ``--cookies``.
 
 More cores: ``--processes N`` (Locust's own): each worker process writes its own
 ``requests-<pid>.csv``; the master records nothing. More machines: run the master here
@@ -61,6 +61,9 @@ def _add_arguments(parser):
                        help="how long /sleep requests are held (default 500)")
     group.add_argument("--rate", type=float, default=0.0, include_in_web_ui=True,
                        help="open model: total requests/s over all users (default 0: closed model)")
+    group.add_argument("--cookies", action="store_true", default=False,
+                       help="keep a cookie jar per user (default off: the apps under test set no cookies, "
+                       "and the jar costs ~10%% of Locust's CPU per request)")
     group.add_argument("--record-dir", default="", help="write every request as a raw CSV row here")
     group.add_argument("--t0", type=float, default=0.0,
                        help="time.monotonic() value that row times count from (default: start)")
@@ -302,6 +305,8 @@ class _Base(FastHttpUser):
         users = max(1, int(getattr(opts, "rate_users", 0) or (opts.num_users if opts else 1) or 1))
         self.interval = users / rate if rate > 0 else 0.0      # this user's share of the total rate
         self.pool = Pool()
+        if not getattr(opts, "cookies", False):
+            self.client.client.cookiejar = None                 # geventhttpclient then skips cookies
 
     def on_stop(self):
         self.pool.kill(block=False)
