@@ -157,6 +157,8 @@ def locust_rps(url: str, users: int, duration_s: int, record_dir: Path | None, w
     if record_dir is None:                       # plain Locust: the same locustfile, no recorder
         i = argv.index("--record-dir")
         del argv[i:i + 2]
+    if record_dir is not None:
+        shutil.rmtree(record_dir, ignore_errors=True)          # rows of this run only (clean() may retry)
     wait_quiet()
     with Meter(host_pid) as m:
         out = subprocess.run(argv, capture_output=True, text=True, timeout=duration_s + 60, cwd=workdir,
