@@ -312,6 +312,7 @@ def measure_accuracy(host: Host, quick: bool, work: Path) -> dict:
     load = Load(LoadSpec(users=20, sleep_share=0.0), host.url, duration, work / "acc-rows", t0, work / "acc.log")
     pid = host.target.pid
     sent: list[tuple[float, float]] = []
+    stop_lag: list[float] = []
     wait_quiet()
     try:
         load.start()
@@ -319,8 +320,13 @@ def measure_accuracy(host: Host, quick: bool, work: Path) -> dict:
         next_at = time.monotonic() + 1.0
         for _ in range(stalls):
             time.sleep(max(0.0, next_at - time.monotonic()))
+            t_kill = time.monotonic()
             os.kill(pid, signal.SIGSTOP)
+            # SIGSTOP is a group stop: kill() returns before every thread has stopped (a thread that
+            # must dequeue it may wait for a CPU). The stall starts when all of them have.
+            stopped = procs.wait_until(lambda: all_stopped(pid), 1.0, step_s=0)
             t_stop = time.monotonic()
+            stop_lag.append(t_stop - t_kill if stopped else float("nan"))
             until = t_stop + stall_s
             time.sleep(max(0.0, until - time.monotonic() - 0.002))
             while time.monotonic() < until:          # the last 2 ms busy: a stall of exactly stall_s
@@ -345,7 +351,20 @@ def measure_accuracy(host: Host, quick: bool, work: Path) -> dict:
             "known_stall_ms": [round(k * 1000, 3) for k in known],
             "recovery_ms": [round(r * 1000, 3) for r in stats.recovery_s],
             "error_ms": [round(e, 3) for e in errors_ms], "mean_error_ms": float(np.nanmean(errors_ms)),
-            "requests": len(df)}
+            "sigstop_to_all_threads_stopped_ms": [round(x * 1000, 3) for x in stop_lag], "requests": len(df)}
+
+
+def all_stopped(pid: int) -> bool:
+    """Every thread of ``pid`` in the stopped state (``T``)."""
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat", "rb") as f:
+                data = f.read()
+        except FileNotFoundError:
+            continue
+        if data[data.rfind(b")") + 2:][:1] not in (b"T", b"t"):
+            return False
+    return True
 
 
 # -- main -------------------------------------------------------------------------------------
