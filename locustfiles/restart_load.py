@@ -134,7 +134,10 @@ def _flusher():
 @events.quitting.add_listener
 def _on_quit(environment, **_kw):
     if _recorder is not None:
-        _recorder.close()
+        try:
+            _recorder.close()
+        except Exception:           # a shipping worker whose master has gone: its rows went before
+            pass
     if _sink:
         _write_offsets(environment)
         for f in _sink["files"].values():
@@ -279,6 +282,7 @@ def _on_test_stopping(environment, **_kw):
     if not isinstance(runner, MasterRunner) or opts is None or not opts.record_dir:
         return
     pending = {c.id for c in runner.clients.all}
+    _sink["done"].clear()               # (a web UI run can be stopped and started again)
     runner.send_message("rb_flush")
     deadline = time.monotonic() + (environment.stop_timeout or 0) + 5
     while pending - _sink["done"] and time.monotonic() < deadline:
