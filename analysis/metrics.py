@@ -191,19 +191,15 @@ def window_stats(req: Requests, windows: Windows, phase: np.ndarray, pos: np.nda
 
 def _first_ok_end(req: Requests, in_win: np.ndarray, idx: np.ndarray, outcome: np.ndarray,
                   r: int) -> np.ndarray:
-    """Per window, ``t_end`` of the earliest-started ok request (NaN if none)."""
+    """Per window, the earliest ``t_end`` of an ok request that started in it (NaN if none): when the
+    app first answered again. (By earliest *end*, so a request held open on purpose — /sleep — that
+    happens to start first cannot stretch recovery by its hold time.)"""
     out = np.full(r, np.nan)
     good = (outcome == OK) & ~np.isnan(req.t_end[in_win])
     if not r or not good.any():
         return out
-    g = idx[good]
-    ts = req.t_start[in_win][good]
-    te = req.t_end[in_win][good]
-    first_start = np.full(r, np.inf)
-    _group_min(first_start, g, ts)
-    at_first = ts == first_start[g]
     first_end = np.full(r, np.inf)
-    _group_min(first_end, g[at_first], te[at_first])
+    _group_min(first_end, idx[good], req.t_end[in_win][good])
     out[np.isfinite(first_end)] = first_end[np.isfinite(first_end)]
     return out
 

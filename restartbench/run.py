@@ -185,6 +185,10 @@ class _RunState:
                          self.out / "locust.log")
         self._phase("starting load")
         self.load.start()
+        if cfg.load.expect_workers:
+            command = " ".join(self.load.worker_command())
+            self.meta["load"]["worker_command"] = command
+            self._phase(f"waiting for {cfg.load.expect_workers} worker(s); start each with: {command}")
         if not self._wait(lambda: not self.load.running() or self.load.first_request_seen(),
                           LOAD_START_TIMEOUT_S) or not self.load.first_request_seen():
             raise RuntimeError(f"Locust sent no request (exited, or {LOAD_START_TIMEOUT_S:g} s passed); see {self.out}/locust.log")
@@ -324,6 +328,11 @@ class _RunState:
         if target is not None and Path(target.log_path).exists():
             saves.append(("host.log", lambda: results.write_atomic(out / "host.log",
                                                                    Path(target.log_path).read_bytes())))
+        if self.load is not None:
+            try:
+                self.meta["load"]["clock_offsets"] = self.load.clock_offsets()
+            except (OSError, ValueError) as exc:
+                self.meta["findings"].append({"kind": "clock_offsets", "detail": f"unreadable: {exc}"})
         for name, save in saves:
             try:
                 save()

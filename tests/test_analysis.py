@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from analysis import summarize, write_summary
@@ -61,6 +62,17 @@ def test_recovery_counts_from_first_ok_start_not_first_end(tmp_path):
     (r,) = summarize(run)["restarts"]
     assert r["recovery_s"] == pytest.approx(1.2, abs=1e-9)
     assert r["errors"] == 119
+
+
+def test_a_held_request_started_first_does_not_stretch_recovery(tmp_path):
+    # a /sleep request starts right after the restart and is answered ok 500 ms later; the plain
+    # requests fail until 10.2, then the app answers again at 10.205: that is the recovery
+    req = requests_frame(errors=[(10.0, 10.2)])
+    held = req.iloc[[0]].assign(t_start=10.0001, t_end=10.5001, latency_ms=500.0, name="/sleep")
+    run = write_run(tmp_path, requests=pd.concat([req, held], ignore_index=True),
+                    restarts=restarts_frame([10.0]), processes=Tree([10.0]).frame())
+    (r,) = summarize(run)["restarts"]
+    assert r["recovery_s"] == pytest.approx(0.205, abs=1e-6)
 
 
 def test_timeout_rate_exactly_as_constructed(tmp_path):

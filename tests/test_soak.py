@@ -40,7 +40,8 @@ def test_soak_50_runs_with_random_interruptions(tmp_path):
     for i in range(RUNS):
         argv = [sys.executable, "-m", "restartbench", "run", "--quiet", "--results-dir", str(root),
                 "--run-id", f"soak-{i:02d}", "--duration", "6s", "--warmup", "1s", "--cooldown", "1s",
-                "--restart-every", "2s", "--grace", "1s", "--window", "2s", "--users", "3"]
+                "--restart-every", "2s", "--grace", "1s", "--window", "2s", "--users", "3",
+                "--request-timeout", "1s"]
         proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                 start_new_session=True)
         action = rng.choice(["none", "none", "SIGINT", "SIGTERM", "SIGHUP", "SIGKILL", "double-SIGINT"])
