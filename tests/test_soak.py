@@ -32,6 +32,7 @@ def orphans() -> list[str]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 def test_soak_50_runs_with_random_interruptions(tmp_path):
     rng = random.Random(20261126)
     root = tmp_path / "restartbench-soak"
