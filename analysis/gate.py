@@ -356,10 +356,14 @@ STYLE = {"pass": "green", "fail": "bold red", "skip": "yellow"}
 def render(result: GateResult) -> Table:
     """The gate's rows as a rich Table, verdict coloured; the caption states the outcome."""
     verdict = "PASS" if result.passed else f"FAIL ({len(result.failures())} check(s))"
-    table = Table(title="restart gate", caption=f"verdict: {verdict} (exit {result.exit_code})")
-    for name in ("check", "scope", "value", "limit", "verdict", "note"):
-        table.add_column(name, overflow="fold")
+    scopes = {r.scope for r in result.rows}
+    single = len(scopes) == 1                    # one run: name it in the title, not on every row
+    title = f"restart gate — {next(iter(scopes))}" if single else "restart gate"
+    table = Table(title=title, caption=f"verdict: {verdict} (exit {result.exit_code})")
+    for name in ("check",) + (() if single else ("scope",)) + ("value", "limit", "verdict", "note"):
+        table.add_column(name, overflow="fold", no_wrap=name == "scope")
     for r in result.rows:
-        table.add_row(r.check, r.scope, r.value, r.limit, Text(r.verdict, style=STYLE[r.verdict]),
-                      r.note)
+        cells = [r.check] + ([] if single else [r.scope]) + [r.value, r.limit,
+                                                             Text(r.verdict, style=STYLE[r.verdict]), Text(r.note)]
+        table.add_row(*cells)
     return table
