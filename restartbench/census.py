@@ -125,6 +125,7 @@ class Census:
     status: Callable[[], dict[str, float]] | None = None
     status_every: int = 5
     restarts: list[float] = field(default_factory=list)   # t_sent of each restart, s since t0
+    last_count: int = 0          # processes in the latest sample
     _rows: list[tuple] = field(default_factory=list, repr=False)
     _status_rows: list[tuple] = field(default_factory=list, repr=False)
     rescan_every: int = 10
@@ -181,6 +182,7 @@ class Census:
             # safety net (and the only way without children files): every descendant, from one /proc scan
             todo.extend(_descendants(set(todo)))
         done: set[int] = set()
+        count = 0
         while todo:                               # the roots, every process seen, and their descendants
             pid = todo.pop()
             if pid in done:
@@ -190,8 +192,10 @@ class Census:
             if row is None:
                 continue
             self._rows.append(row)
+            count += 1
             if _HAS_CHILDREN_FILE and threads:
                 todo.extend(c for c in _children(pid, threads) if c not in done)
+        self.last_count = count
         if self.status is not None and self.rounds % self.status_every == 0:
             try:
                 counters = self.status()

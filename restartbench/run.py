@@ -247,9 +247,8 @@ class _RunState:
         p.elapsed_s = time.monotonic() - self.t0 if self.t0 else 0.0
         if self.load is not None and self.load.proc is not None:
             p.requests, p.not_ok = self.load.progress()
-        if self.census is not None and self.census._rows:
-            last_t = self.census._rows[-1][0]
-            p.processes = sum(1 for r in self.census._rows[-64:] if r[0] == last_t)
+        if self.census is not None:
+            p.processes = self.census.last_count
         self.report(p)
 
     def _phase(self, name: str) -> None:
