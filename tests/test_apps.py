@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import http.client
 import importlib.util
 import os
 import re
@@ -16,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import http_get
 
 from restartbench import apps, tools
 
@@ -48,13 +48,7 @@ def _free_port() -> int:
 
 def get(port: int, path: str, timeout: float = 10.0) -> tuple[int, str]:
     """One GET on a fresh connection: (status, body)."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        conn.request("GET", path)
-        resp = conn.getresponse()
-        return resp.status, resp.read().decode()
-    finally:
-        conn.close()
+    return http_get(port, path, timeout)
 
 
 @contextlib.contextmanager

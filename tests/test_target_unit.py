@@ -3,7 +3,6 @@ argv, bounded shutdown; and, with a real unitd (``-m unit``), start, every resta
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import re
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from conftest import http_get
 
 from restartbench import procs
 from restartbench.targets.base import Installation, TargetError
@@ -447,16 +447,7 @@ def components(tmp_path_factory):
 
 
 def _get(url: str, path: str = "/", timeout: float = 5) -> tuple[int, str]:
-    from urllib.parse import urlsplit
-
-    u = urlsplit(url)
-    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=timeout)
-    try:
-        conn.request("GET", path)
-        resp = conn.getresponse()
-        return resp.status, resp.read().decode()
-    finally:
-        conn.close()
+    return http_get(url, path, timeout)
 
 
 def _body(url: str) -> str:

@@ -1,0 +1,22 @@
+"""Helpers shared by the tests (pytest loads this file before the test modules)."""
+
+from __future__ import annotations
+
+import http.client
+from urllib.parse import urlsplit
+
+
+def http_get(where: str | int, path: str = "/", timeout: float = 10.0) -> tuple[int, str]:
+    """One GET on a fresh connection to a URL (``http://host:port``) or a 127.0.0.1 port: (status, body)."""
+    if isinstance(where, int):
+        host, port = "127.0.0.1", where
+    else:
+        u = urlsplit(where)
+        host, port = u.hostname, u.port
+    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        return resp.status, resp.read().decode()
+    finally:
+        conn.close()
