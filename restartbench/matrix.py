@@ -509,18 +509,14 @@ def bisect(good: str, bad: str, versions: Sequence[Any], run_cell: Callable[[Any
 
     lo, hi = 0, len(seq) - 1
     if verify_endpoints:
-        v = probe(lo)
-        res.runs_failed = v == "skip"
-        if v != "pass":
-            res.error = (f"the good version {res.order[lo]} " + ("fails the gate" if v == "fail" else
-                         f"could not be judged ({res.steps[-1].reason})") + ": nothing to bisect")
-            return res
-        v = probe(hi)
-        res.runs_failed = v == "skip"
-        if v != "fail":
-            res.error = (f"the bad version {res.order[hi]} " + ("passes the gate" if v == "pass" else
-                         f"could not be judged ({res.steps[-1].reason})") + ": nothing to bisect")
-            return res
+        for i, which, expect, wrong in ((lo, "good", "pass", "fails the gate"),
+                                        (hi, "bad", "fail", "passes the gate")):
+            v = probe(i)
+            res.runs_failed = v == "skip"
+            if v != expect:
+                res.error = (f"the {which} version {res.order[i]} " + (wrong if v != "skip" else
+                             f"could not be judged ({res.steps[-1].reason})") + ": nothing to bisect")
+                return res
     skipped: set[int] = set()
     while True:
         open_ = [i for i in range(lo + 1, hi) if i not in skipped]
