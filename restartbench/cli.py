@@ -336,7 +336,8 @@ def cmd_targets(args: argparse.Namespace) -> int:
     for col in ("target", "version", "arch", "runs as", "source", "modules / note"):
         table.add_column(col)
     usable = 0
-    for cand in installations.discover():
+    found = installations.discover()            # runs every candidate's --version: once
+    for cand in found:
         inst = cand.installation
         if inst is not None and not cand.reason:
             usable += 1
@@ -346,10 +347,10 @@ def cmd_targets(args: argparse.Namespace) -> int:
             table.add_row(cand.spec, "-", "-", "-", cand.source, f"[red]rejected:[/] {cand.reason}")
     console.print(table)
     if not any(c.installation and c.installation.kind == "unit" and not c.reason
-               for c in installations.discover()):
-        console.print("No NGINX Unit found: install packages unit + unit-wasm (or copy unitd and modules out "
-                      "of a unit:<ver>-wasm image) and set UNITD=/path/to/unitd or list builds in units.toml; "
-                      "see README 'Testing your Unit'.")
+               for c in found):
+        from .units import NO_UNIT
+
+        console.print(f"{NO_UNIT[0].upper()}{NO_UNIT[1:]}; see README 'Testing your Unit'.")
     return EXIT_OK if usable else EXIT_USAGE
 
 
