@@ -44,18 +44,24 @@ def phase_table(summary: dict[str, Any]) -> Table:
 def restart_table(summary: dict[str, Any]) -> Table:
     """One row per restart: its call, its window's requests, recovery, lingering, settle, processes."""
     t = Table(title="restarts", title_justify="left")
+    crashes = any("crashes" in r for r in summary["restarts"])      # hosts that report process exits
     for col in ("#", "kind", "at", "call", "status", "requests", "timeouts", "errors", "recovery",
-                "lingering", "settle", "procs before"):
+                "lingering") + (("crashes",) if crashes else ()) + ("settle", "procs before"):
         t.add_column(col, justify="right")
     for r in summary["restarts"]:
         recovery = _ms(r["recovery_s"]) if r.get("recovered") else "[red]never[/]"
-        lingering = r.get("lingering")
-        t.add_row(str(r["index"]), str(r["kind"]), f"{r['t_sent']:.1f}s", _ms(r["restart_api_s"]),
-                  str(r["http_status"] or "-"), _n(r["n_requests"]), _n(r["timeouts"]), _n(r["errors"]),
-                  recovery, "-" if lingering is None else
-                  (f"[red]{lingering:.0f}[/]" if lingering else "0"),
-                  _ms(r.get("settle_s")), _n(r.get("tree_processes_before")))
+        cells = [str(r["index"]), str(r["kind"]), f"{r['t_sent']:.1f}s", _ms(r["restart_api_s"]),
+                 str(r["http_status"] or "-"), _n(r["n_requests"]), _n(r["timeouts"]), _n(r["errors"]),
+                 recovery, _count(r.get("lingering"))]
+        if crashes:
+            cells.append(_count(r.get("crashes")))
+        t.add_row(*cells, _ms(r.get("settle_s")), _n(r.get("tree_processes_before")))
     return t
+
+
+def _count(value: Any) -> str:
+    """A count that should be 0: red when it is not, ``-`` when unknown."""
+    return "-" if value is None else (f"[red]{value:.0f}[/]" if value else "0")
 
 
 def run_tables(summary: dict[str, Any], meta: dict[str, Any]) -> list[Table]:
@@ -72,6 +78,8 @@ def run_tables(summary: dict[str, Any], meta: dict[str, Any]) -> list[Table]:
     head.add_row("recovery p50 / p95 / max", " / ".join(_ms(o.get(k)) for k in
                  ("recovery_p50_s", "recovery_p95_s", "recovery_max_s")))
     head.add_row("lingering old processes (max)", _n(o.get("lingering_max")))
+    if o.get("crashes") is not None:
+        head.add_row("process crashes", _count(o["crashes"]))
     head.add_row("availability", _pct(o.get("availability")))
     head.add_row("RSS / fds per restart", f"{_n(o.get('rss_slope'), ',.0f')} B / {_n(o.get('fd_slope'), '.2f')}")
     findings = meta.get("findings") or []
@@ -81,7 +89,8 @@ def run_tables(summary: dict[str, Any], meta: dict[str, Any]) -> list[Table]:
         head.add_row("survivors", f"[red]{len(meta['survivors'])} process(es) killed at teardown[/]")
     census = meta.get("census") or {}
     if census.get("rounds"):
-        cost = census["busy_s"] / max(meta.get("duration_s") or 1e-9, 1e-9)
+        cpu = census.get("cpu_s", census["busy_s"])       # CPU time (older runs: wall time)
+        cost = cpu / max(meta.get("duration_s") or 1e-9, 1e-9)
         head.add_row("census", f"{census['rounds']} samples every {census['interval_s'] * 1000:.0f} ms, "
                      f"{cost * 100:.1f}% of a core")
     unit = summary.get("unit") or {}

@@ -41,6 +41,10 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "recovery_p95_s_max": 2.0,
         "rss_slope_max": 1 << 20,
         "fd_slope_max": 0.5,
+        "crashes_max": 0,
+        "stop_hangs_max": 0,
+        "survivors_max": 0,
+        "stuck_at_idle_max": 0,
     },
     # an emulated run (qemu-user) is judged with these in place of [limits]: its timings and its RSS are
     # the emulator's (RSS swings by tens of MiB per restart under qemu); counts stay as strict
@@ -266,6 +270,65 @@ def check_run(result: GateResult, run: Run, s: dict[str, Any], limits: dict[str,
           "fewer than two census points", "emulated run: RSS is qemu's, [emulated] limit" if emulated else "")
     upper("fd growth per restart", "fd_slope_max", o["fd_slope"], "fds",
           "fewer than two census points")
+    host_checks(result, run, s, limits)
+
+
+def host_checks(result: GateResult, run: Run, s: dict[str, Any], limits: dict[str, Any]) -> None:
+    """Crashes, the shutdown and what the host still holds at idle: each its own limit. Crashes
+    and stuck counters come from the host's own reports (Unit's log and /status); a host that
+    has none (wasmtime: one process, its crash ends the run) is skipped there."""
+    scope = run.run_id
+    unit = s.get("unit") or {}
+    kind = s["run"]["target"].get("kind") or "the host"
+
+    def count(check: str, key: str, value: int | None, note: str, skip_note: str = "") -> None:
+        limit = limits.get(key)
+        if limit is False:
+            result.add(check, scope, "–" if value is None else str(value), "off", "skip",
+                       "disabled in the limits file")
+        elif value is None:
+            result.add(check, scope, "–", f"≤ {limit:g}", "skip", skip_note)
+        else:
+            result.add(check, scope, str(value), f"≤ {limit:g}", "pass" if value <= limit else "fail",
+                       note if value > limit else "")
+
+    crashes = unit.get("crashes") if unit.get("applicable") else None
+    measured = bool(crashes and crashes.get("measured"))
+    count("process crashes", "crashes_max", crashes["total"] if measured else None, _crash_note(crashes or {}),
+          "no host.log in the run" if crashes else f"{kind} does not report its processes' exits")
+    hangs = [f for f in run.meta.get("findings", []) if f.get("kind") == "stop_hang"]
+    count("shutdown hang", "stop_hangs_max", len(hangs),
+          f"{kind} main was still running after SIGTERM (its shutdown hang); the suite killed it")
+    survivors = run.meta.get("survivors") or []
+    roles = sorted({str(p.get("role") or "?") for p in survivors})
+    count("processes outliving the stop", "survivors_max", len(survivors),
+          f"{len(survivors)} process(es) still alive after the host's stop ({', '.join(roles)}); killed")
+    idle = unit.get("idle") or {}
+    if unit.get("applicable") and idle.get("stuck") is not None:
+        held = {k: v for k, v in (idle.get("status") or {}).items() if v > 0}
+        count("requests/connections stuck at idle", "stuck_at_idle_max",
+              int(max(held.values(), default=0)),
+              "Unit's /status after the load ended still counts " +
+              ", ".join(f"{k} = {v:g}" for k, v in held.items()) +
+              ": requests stuck for good (never answered, never closed)")
+    else:
+        count("requests/connections stuck at idle", "stuck_at_idle_max", None, "",
+              f"{kind} reports no request/connection counters" if not unit.get("applicable")
+              else "no /status sample after the load ended")
+
+
+def _crash_note(crashes: dict[str, Any]) -> str:
+    """``2× app SIGABRT, 1× app SIGSEGV after restart 0, 1, 2; Unit: "…exited on signal 6"``."""
+    if not crashes.get("total"):
+        return ""
+    kinds = ", ".join(f"{n}× {k}" for k, n in crashes.get("by_kind", {}).items())
+    hit = [str(i) for i, n in enumerate(crashes.get("per_restart", [])) if n]
+    where = f" after restart {', '.join(hit)}" if hit else ""
+    if crashes.get("shutdown"):
+        where += f"; {crashes['shutdown']} during the shutdown"
+    line = next((e.get("line") for e in crashes.get("examples", []) if e.get("signal_name")), "")
+    said = line.split("] ", 1)[-1] if line else ""
+    return f"{kinds}{where}" + (f'; Unit logged "{said}"' if said else "")
 
 
 def _which(restarts: list[dict[str, Any]], bad: Any, what: str) -> str:

@@ -21,7 +21,10 @@ from .windows import (AFTER, BEFORE, BETWEEN, PHASES, WARMUP, WINDOW, Windows, a
 OK = OUTCOMES.index("ok")
 TIMEOUT = OUTCOMES.index("timeout")
 QUANTILES = (50, 95, 99)
-TREE_METRICS = ("rss", "uss", "num_fds", "num_threads")
+TREE_METRICS = ("rss", "uss", "num_fds", "num_threads", "tcp_fds")
+#: tree totals derived from others: open fds other than TCP sockets (client connections come and
+#: go with the load; what a restart leaks is the rest: pipes, unix sockets, files)
+DERIVED_METRICS = ("fds_held",)
 
 
 # -- requests ---------------------------------------------------------------------------------
@@ -243,6 +246,8 @@ class Census:
         role = role.cat.codes.to_numpy()[order] if len(frame) else np.zeros(0, np.int8)
 
         def col(name: str) -> np.ndarray:
+            if name not in frame.columns:                 # a run from before the column existed
+                return np.full(len(t), np.nan)
             return frame[name].to_numpy(dtype="float64", na_value=np.nan)[order]
 
         totals = {"t": times, "processes": np.bincount(sample, minlength=len(times))}
@@ -251,6 +256,7 @@ class Census:
             missing = np.bincount(sample, weights=np.isnan(values), minlength=len(times))
             sums = np.bincount(sample, weights=np.nan_to_num(values), minlength=len(times))
             totals[name] = np.where(missing > 0, np.nan, sums)  # a partial sample is no total
+        totals["fds_held"] = totals["num_fds"] - totals["tcp_fds"]
         return cls(times=times, offsets=offsets, role=role, born=col("born"),
                    generation=col("generation"), totals=pd.DataFrame(totals))
 
@@ -258,9 +264,9 @@ class Census:
         return np.isin(self.role, [ROLES.index(r) for r in roles])
 
     def old(self, t_i: float, position: int) -> np.ndarray:
-        """Rows of processes born before restart ``position`` (at ``t_i``): by ``born`` where
-        known, else by ``generation`` (< position + 1)."""
-        return np.where(np.isnan(self.born), self.generation < position + 1, self.born < t_i)
+        """Rows of processes born before restart ``position`` (at ``t_i``): by ``generation``
+        (< position + 1; the census makes it exact, see restartbench.census), else by ``born``."""
+        return np.where(np.isnan(self.generation), self.born < t_i, self.generation < position + 1)
 
     def sample_at_or_after(self, t: float) -> int | None:
         k = int(np.searchsorted(self.times, t, side="left"))
@@ -345,14 +351,14 @@ def census_stats(census: Census, windows: Windows, app_roles: Sequence[str], gra
     out = pd.DataFrame({"lingering": pd.array(lingering, dtype="Float64").astype("Int64"),
                         "lingering_prototype": pd.array(lingering_proto, dtype="Float64").astype("Int64"),
                         "settle_s": settle})
-    for name in ("processes", *TREE_METRICS):
+    for name in ("processes", *TREE_METRICS, *DERIVED_METRICS):
         out[f"tree_{name}_before"] = values_before(census, name, windows.starts)
     return out
 
 
 def _app_sample_stats(census: Census, app: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per sample: app process count, earliest known ``born`` and lowest ``generation`` of the
-    app processes whose ``born`` is unknown (+inf where there are none)."""
+    """Per sample: app process count, earliest ``born`` of the app processes whose ``generation``
+    is unknown, and lowest known ``generation`` (+inf where there are none)."""
     k = len(census)
     sample = np.repeat(np.arange(k), np.diff(census.offsets))[app]
     n_app = np.bincount(sample, minlength=k).astype("float64")
@@ -360,10 +366,10 @@ def _app_sample_stats(census: Census, app: np.ndarray) -> tuple[np.ndarray, np.n
     gen = census.generation[app]
     min_born = np.full(k, np.inf)
     min_gen = np.full(k, np.inf)
-    known = ~np.isnan(born)
-    _group_min(min_born, sample[known], born[known])
-    unknown = ~known & ~np.isnan(gen)
-    _group_min(min_gen, sample[unknown], gen[unknown])
+    known = ~np.isnan(gen)
+    _group_min(min_gen, sample[known], gen[known])
+    by_born = ~known & ~np.isnan(born)
+    _group_min(min_born, sample[by_born], born[by_born])
     return n_app, min_born, min_gen
 
 
@@ -407,7 +413,7 @@ def retention(census: Census, windows: Windows, before: pd.DataFrame,
         load_end = np.inf
     out: dict[str, Any] = {"idle": {}, "end": {}, "end_loaded": {}, "slope_per_restart": {},
                            "points": {}}
-    for name in ("processes", *TREE_METRICS):
+    for name in ("processes", *TREE_METRICS, *DERIVED_METRICS):
         series = census.totals[["t", name]].dropna()
         t = series["t"].to_numpy()
         v = series[name].to_numpy(dtype="float64")

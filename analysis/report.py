@@ -36,6 +36,7 @@ RESTART_COLUMNS: list[tuple[str, str, str]] = [   # (column, title, unit)
     ("n_requests", "requests", "int"), ("timeout_rate", "timeouts", "rate"),
     ("error_rate", "errors", "rate"), ("recovery_s", "recovery", "s"),
     ("lingering", "lingering", "int"), ("lingering_prototype", "lingering proto", "int"),
+    ("crashes", "crashes", "int"),
     ("settle_s", "settle", "s"), ("tree_rss_before", "tree RSS", "bytes"),
     ("tree_num_fds_before", "tree fds", "int"),
 ]
@@ -135,7 +136,8 @@ def key_numbers(o: dict[str, Any], phases: dict[str, Any], emulated: bool) -> st
     restarts = (f"{o['restarts']} restart(s): {o['recovered']} recovered (p50 "
                 f"{fmt(o['recovery_p50_s'], 's')}, p95 {fmt(o['recovery_p95_s'], 's')}), "
                 f"{o['unrecovered']} unrecovered; lingering max {fmt(o['lingering_max'], 'count')}; "
-                f"RSS {fmt(o['rss_slope'], 'bytes')}/restart; fds {fmt(o['fd_slope'], 'fds')}/restart")
+                f"RSS {fmt(o['rss_slope'], 'bytes')}/restart; fds {fmt(o['fd_slope'], 'fds')}/restart"
+                + (f"; process crashes {o['crashes']}" if o.get("crashes") is not None else ""))
     note = ('<p class="note">emulated run: latencies and rates are the emulator\'s, not comparable '
             'with native runs</p>' if emulated else "")
     return table(head, rows) + f"<p>{escape(restarts)}</p>" + note

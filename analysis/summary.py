@@ -149,9 +149,18 @@ def overall(a: Analysis, unplaced: int = 0) -> dict[str, Any]:
         "after_timeout_rate": a.phases["after"]["timeout_rate"],
         "after_error_rate": a.phases["after"]["error_rate"],
         "rss_slope": a.retention["slope_per_restart"]["rss"],
-        "fd_slope": a.retention["slope_per_restart"]["num_fds"],
+        "fd_slope": fd_slope(a.retention),
+        "fd_slope_of": "fds_held" if a.retention["points"]["fds_held"] >= 2 else "num_fds",
     })
     return out
+
+
+def fd_slope(retention: dict[str, Any]) -> float:
+    """Open fds retained per restart: of the fds other than TCP sockets (``fds_held``: client
+    connections follow the load, not the restarts) when the census counted those, else of all."""
+    if retention["points"]["fds_held"] >= 2:
+        return retention["slope_per_restart"]["fds_held"]
+    return retention["slope_per_restart"]["num_fds"]
 
 
 def _max(values: np.ndarray) -> float:
@@ -195,6 +204,10 @@ def summarize(run: Run, window_s: float | None = None, grace_s: float | None = N
         from .unit_checks import check_run
 
         summary["unit"] = jsonable(check_run(run, grace_s=grace_s))
+        per = {r.get("index"): r.get("crashes") for r in summary["unit"].get("restarts", [])}
+        for r in summary["restarts"]:
+            r["crashes"] = per.get(r.get("index"))
+        summary["overall"]["crashes"] = (summary["unit"].get("crashes") or {}).get("total")
     return summary
 
 

@@ -12,6 +12,12 @@ at idle       after the load ended: prototypes per app, processes of older gener
               restart under keep-alive load, seen in 1.32.0 and 1.35.0).
 alerts        ``[alert]`` lines of host.log, classified: ``sendmsg(…) failed (32: Broken pipe)`` is
               logged on every restart and is noise; anything else is a finding, with a class.
+crashes       every process Unit saw exit on a signal (``app process N exited on signal 11``,
+              ``process N exited on signal 6``: Unit never signals its own processes, so each is a
+              crash), with its role and generation (from the census, else from Unit's own
+              ``… started`` lines), the restart it followed and the phase (``run`` or
+              ``shutdown``), from the orchestrator's marks in host.log (restartbench.results.log_mark);
+              lines after the suite's own SIGKILL are not counted. Non-zero exit codes are listed too.
 shutdown      the target's stop findings (``stop_hang``: main never exited after SIGTERM) and survivors.
 
 Returns a JSON-able dict; ``verdict`` is ``ok`` or ``findings``. Pure pandas over whole columns.
@@ -37,6 +43,15 @@ ALERT_CLASSES = (
     ("app_start", r"failed to apply new conf|failed to import|failed to start|Failed to"),
     ("storage", r"Unable to create|no certificates storage"),
 )
+#: Unit's lines about a child that ended (nxt_main_process.c, nxt_application.c)
+EXIT_LINE = (r"\[(?P<level>\w+)\] (?P<parent>\d+)#\d+ (?P<app>app )?process (?P<pid>\d+)"
+             r"(?: \(isolated \d+\))? exited (?:on signal (?P<signal>\d+)(?P<core> \(core dumped\))?"
+             r"|with code (?P<code>\d+))")
+#: Unit's lines naming a process it started (``nxt_process.c``): the role of a pid the census missed
+START_LINE = (r"\[info\] (?P<pid>\d+)#\d+ (?:(?P<fixed>controller|router|discovery)"
+              r"|\"(?P<app>.*)\" (?P<kind>prototype|application)) started$")
+SIGNALS = {1: "SIGHUP", 2: "SIGINT", 3: "SIGQUIT", 4: "SIGILL", 5: "SIGTRAP", 6: "SIGABRT", 7: "SIGBUS",
+           8: "SIGFPE", 9: "SIGKILL", 11: "SIGSEGV", 13: "SIGPIPE", 15: "SIGTERM"}
 STUCK_KEYS = r"(?:^connections\.active$|requests\.active$)"
 IDLE_SLACK_S = 0.05
 EXAMPLES = 20
@@ -57,10 +72,13 @@ def check_run(run: results.Run, grace_s: float | None = None) -> dict[str, Any]:
     alerts = classify_alerts(log.read_text(errors="replace") if log.is_file() else "",
                              run.meta.get("t0_wall"), restarts["t_sent"])
     shutdown = shutdown_checks(run.meta)
-    found = findings(per_restart, idle, alerts, shutdown)
+    exits = process_exits(log.read_text(errors="replace") if log.is_file() else "", procs)
+    crashes = crash_summary(exits, len(restarts)) | {"measured": log.is_file()}
+    per_restart["crashes"] = pd.array(crashes.pop("per_restart"), dtype="Int64")
+    found = findings(per_restart, idle, alerts, shutdown, crashes)
     return {"applicable": True, "version": target.get("version"), "grace_s": grace,
             "restarts": _records(per_restart), "idle": idle, "alerts": alerts, "shutdown": shutdown,
-            "findings": found, "verdict": "findings" if found else "ok"}
+            "crashes": crashes, "findings": found, "verdict": "findings" if found else "ok"}
 
 
 # -- processes --------------------------------------------------------------------------------
@@ -107,7 +125,7 @@ def restart_checks(procs: pd.DataFrame, restarts: pd.DataFrame, grace_s: float,
 
     check = out[["restart", "t_sent", "t_check"]].dropna().astype({"t_check": "float64"})
     rows = check.merge(procs, left_on="t_check", right_on="t")
-    old = rows[rows["born"] < rows["t_sent"]]
+    old = rows[is_old(rows, rows["restart"])]
     counts = old.groupby(["restart", "role"], observed=True).size().unstack(fill_value=0)
     out["old_prototypes"] = _col(counts, "prototype", out, check)
     out["old_apps"] = _col(counts, "app", out, check)
@@ -120,6 +138,15 @@ def restart_checks(procs: pd.DataFrame, restarts: pd.DataFrame, grace_s: float,
     out["extra_prototypes"] = pd.array([extra.get(r, 0) if r in have else pd.NA for r in out["restart"]],
                                        dtype="Int64")
     return out.drop(columns=["restart"])
+
+
+def is_old(rows: pd.DataFrame, restart: pd.Series | int) -> pd.Series:
+    """Rows of processes born before restart ``restart`` (its position in time order): by the
+    census's exact ``generation``, by ``born`` only where the generation is missing."""
+    gen = rows["generation"].astype("float64") if "generation" in rows.columns else pd.Series(
+        float("nan"), index=rows.index)
+    by_born = rows["born"] < rows["t_sent"] if "t_sent" in rows.columns else pd.Series(False, index=rows.index)
+    return gen.lt(restart + 1).where(gen.notna(), by_born).astype(bool)
 
 
 def _col(counts: pd.DataFrame, role: str, out: pd.DataFrame, measured: pd.DataFrame) -> pd.Series:
@@ -192,6 +219,79 @@ def classify_alerts(text: str, t0_wall: float | None = None,
             "examples": _records(examples)}
 
 
+def log_phases(lines: pd.Series) -> pd.DataFrame:
+    """For every line of host.log: the restart it follows (``restart``: the index of the last
+    ``restart <i>:`` mark before it, NA before the first) and the ``phase``: ``run``, then
+    ``shutdown`` after the ``stop: SIGTERM`` mark, ``killed`` after ``stop: SIGKILL``."""
+    marks = lines.str.extract(results.LOG_MARK_LINE, expand=True)
+    restart = pd.to_numeric(marks["arg"].where(marks["event"] == "restart"), errors="coerce")
+    phase = pd.Series(pd.NA, index=lines.index, dtype="string")
+    stop = marks["event"] == "stop"
+    phase[stop & (marks["rest"] == "SIGTERM")] = "shutdown"
+    phase[stop & (marks["rest"] == "SIGKILL")] = "killed"
+    phase[marks["event"] == "start"] = "run"
+    return pd.DataFrame({"restart": restart.ffill().astype("Int64"),
+                         "phase": phase.ffill().fillna("run"), "mark": marks["event"].notna()})
+
+
+def process_exits(text: str, procs: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Every child exit Unit logged: ``pid``, ``signal`` (NA for an exit code), ``code``,
+    ``core``, ``role`` and ``generation`` (census by pid, else Unit's ``… started`` lines, else
+    ``app`` for the prototype's ``app process`` lines), ``restart`` and ``phase`` (``log_phases``)
+    and the ``line``."""
+    lines = pd.Series(text.splitlines(), dtype="string")
+    cols = ["pid", "signal", "signal_name", "code", "core", "role", "generation", "restart", "phase", "line"]
+    if not len(lines):
+        return pd.DataFrame(columns=cols)
+    where = log_phases(lines)
+    hits = lines.str.extract(EXIT_LINE, expand=True).dropna(subset=["pid"])
+    if not len(hits):
+        return pd.DataFrame(columns=cols)
+    out = pd.DataFrame({"pid": hits["pid"].astype("int64"),
+                        "signal": pd.to_numeric(hits["signal"]).astype("Int64"),
+                        "code": pd.to_numeric(hits["code"]).astype("Int64"),
+                        "core": hits["core"].notna(),
+                        "restart": where.loc[hits.index, "restart"],
+                        "phase": where.loc[hits.index, "phase"],
+                        "line": lines[hits.index]})
+    out["signal_name"] = out["signal"].map(lambda n: SIGNALS.get(int(n), f"signal {n}") if pd.notna(n) else pd.NA)
+    started = lines.str.extract(START_LINE, expand=True).dropna(subset=["pid"])
+    by_log = pd.Series(started["fixed"].fillna(started["kind"].map({"prototype": "prototype",
+                                                                    "application": "app"})).values,
+                       index=started["pid"].astype("int64")).groupby(level=0).last()
+    role = pd.Series(pd.NA, index=out.index, dtype="string")
+    generation = pd.Series(pd.NA, index=out.index, dtype="Int64")
+    if procs is not None and len(procs):
+        last = procs.sort_values("t", kind="stable").drop_duplicates("pid", keep="last").set_index("pid")
+        known = out["pid"].isin(last.index)
+        role[known] = last.loc[out.loc[known, "pid"], "role"].astype("string").values
+        generation[known] = last.loc[out.loc[known, "pid"], "generation"].astype("int64").values
+    role = role.fillna(out["pid"].map(by_log).astype("string"))
+    role = role.mask(role.isna() & hits["app"].notna(), "app").fillna("other")
+    out["role"], out["generation"] = role, generation
+    return out[cols].reset_index(drop=True)
+
+
+def crash_summary(exits: pd.DataFrame, n_restarts: int) -> dict[str, Any]:
+    """Crashes (exits on a signal before the suite's own SIGKILL), per restart and in all; the
+    non-zero exit codes. ``per_restart[i]``: crashes after restart i's mark (before the next)."""
+    crashed = exits[exits["signal"].notna() & (exits["phase"] != "killed")] if len(exits) else exits
+    per = crashed[crashed["phase"] == "run"]["restart"].dropna().astype(int).value_counts() if len(crashed) \
+        else pd.Series(dtype="int64")
+    bad_code = exits[exits["code"].fillna(0).astype(int) != 0] if len(exits) else exits
+    by = (crashed["role"].astype(str) + " " + crashed["signal_name"].astype(str)).value_counts() \
+        if len(crashed) else pd.Series(dtype="int64")
+    return {"total": int(len(crashed)),
+            "steady": int((crashed["restart"].isna() & (crashed["phase"] == "run")).sum()) if len(crashed) else 0,
+            "shutdown": int((crashed["phase"] == "shutdown").sum()) if len(crashed) else 0,
+            "by_kind": {str(k): int(v) for k, v in by.items()},
+            "per_restart": [int(per.get(i, 0)) for i in range(n_restarts)],
+            "nonzero_exits": int(len(bad_code)),
+            "examples": _records(crashed.head(EXAMPLES)[["pid", "role", "generation", "signal_name",
+                                                         "restart", "phase", "line"]])
+            + _records(bad_code.head(5)[["pid", "role", "generation", "code", "restart", "phase", "line"]])}
+
+
 def _seconds_since(ts: pd.Series, t0_wall: float | None) -> pd.Series:
     """Unit's local ``YYYY/MM/DD HH:MM:SS`` stamps as seconds since the run's t0 (NaN without t0)."""
     if t0_wall is None or not len(ts):
@@ -213,9 +313,16 @@ def shutdown_checks(meta: dict[str, Any]) -> dict[str, Any]:
             "survivor_roles": sorted({s.get("role", "?") for s in meta.get("survivors", [])})}
 
 
-def findings(per_restart: pd.DataFrame, idle: dict, alerts: dict, shutdown: dict) -> list[dict[str, Any]]:
+def findings(per_restart: pd.DataFrame, idle: dict, alerts: dict, shutdown: dict,
+             crashes: dict | None = None) -> list[dict[str, Any]]:
     """One entry per kind of problem found (``kind``, ``detail``, and where)."""
     out = []
+    if crashes and crashes.get("total"):
+        kinds = ", ".join(f"{n}× {k}" for k, n in crashes["by_kind"].items())
+        hit = [i for i, n in enumerate(per_restart.get("crashes", [])) if n]
+        out.append({"kind": "crashes", "restarts": hit,
+                    "detail": f"{crashes['total']} process crash(es): {kinds}"
+                              + (f" (after restart {', '.join(map(str, hit))})" if hit else "")})
     for col, kind, what in (("old_prototypes", "lingering_prototypes", "old prototype(s)"),
                             ("old_apps", "lingering_apps", "old app process(es)"),
                             ("extra_prototypes", "extra_prototypes", "extra prototype(s)")):

@@ -3,14 +3,22 @@ and its generation (how many restarts had been sent when it was born).
 
 It runs in a thread of the orchestrator (never inside Locust's gevent-patched process). Times are
 seconds since the run's t0 on ``time.monotonic()``. A process's birth time comes from the kernel
-(``/proc/<pid>/stat`` starttime, 10 ms resolution), converted to the same clock, so a process born
-just before a restart is never mistaken for one born after it, whatever the sampling interval.
+(``/proc/<pid>/stat`` starttime), converted to the same clock, so it does not depend on the
+sampling interval. That time has clock-tick resolution (10 ms): a process forked a millisecond
+after a restart mark can read as born before it. Generations are therefore exact by a second
+fact: at every mark the census reads the last pid the kernel handed out (``/proc/loadavg``), and
+pids are allocated in increasing order, so a process whose birth tick is within one tick of a
+mark is new exactly when its pid is above that mark's last pid (see ``Mark.after``).
 
 Cost (benchmarks/overhead.py): a round reads ``/proc`` directly, only for the host's processes —
 one ``stat`` read and one ``fd`` listing per process, and its children from
 ``/proc/<pid>/task/<tid>/children`` (no scan of every process on the machine); a full scan of
 ``/proc`` runs every ``rescan_every`` rounds as a safety net (and every round on a kernel without
-that file). psutil is kept for what is rare: a new process's title, USS every ``uss_every`` rounds.
+that file). psutil is kept for what is rare: a new process's title, USS every ``uss_every`` rounds. Every
+``tcp_every`` rounds, and in a sample taken at each restart mark just before the restart is sent,
+the census also counts each process's TCP sockets (``tcp_fds``: readlink of its fds against
+/proc/net/tcp{,6}, ~5 ms), so that fd retention can leave out client connections, which come and
+go with the load, and is measured exactly before each restart.
 """
 
 from __future__ import annotations
@@ -37,6 +45,49 @@ _STATES = {"R": "running", "S": "sleeping", "D": "disk-sleep", "T": "stopped", "
            "Z": psutil.STATUS_ZOMBIE, "X": "dead", "x": "dead", "K": "wake-kill", "W": "waking", "I": "idle",
            "P": "parked"}
 _HAS_CHILDREN_FILE = os.path.exists(f"/proc/{os.getpid()}/task/{os.getpid()}/children")
+_TICK_S = 1.0 / _CLK_TCK
+
+
+def _pid_max() -> int:
+    try:
+        with open("/proc/sys/kernel/pid_max") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return 1 << 22
+
+
+_PID_MAX = _pid_max()
+#: after a wrap the kernel hands out pids from just above this (RESERVED_PIDS)
+_PID_WRAP_FLOOR = 300
+
+
+def last_pid() -> int | None:
+    """The last pid the kernel allocated in this pid namespace (``/proc/loadavg``'s last field)."""
+    data = _read("/proc/loadavg")
+    try:
+        return int(data.split()[-1]) if data else None
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True)
+class Mark:
+    """A restart mark: when it was sent (s since t0) and the last pid allocated just before."""
+
+    t: float
+    last_pid: int | None = None
+
+    def after(self, born: float, pid: int | None = None) -> bool:
+        """Was a process born at ``born`` (s since t0, floored to a clock tick) with ``pid`` born
+        after this mark? By the clock when it is more than a tick away, else by the pid."""
+        if born >= self.t:                       # the true birth is at or after the floored tick
+            return True
+        if born + _TICK_S <= self.t or pid is None or self.last_pid is None:
+            return False                         # a whole tick before: certainly older
+        if pid > self.last_pid:
+            return True
+        # a pid wrap inside this one tick: the counter restarted just above the reserved pids
+        return self.last_pid > _PID_MAX - 1000 and pid < _PID_WRAP_FLOOR + 1000
 
 
 def _read(path: str) -> bytes | None:
@@ -100,6 +151,40 @@ def _children(pid: int, threads: int) -> list[int]:
     return out
 
 
+def tcp_inodes() -> set[bytes]:
+    """Socket inodes of every TCP socket in this network namespace (/proc/net/tcp and tcp6)."""
+    out: set[bytes] = set()
+    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(name, "rb") as f:
+                next(f, None)                               # the header
+                for line in f:
+                    fields = line.split()
+                    if len(fields) > 9:
+                        out.add(fields[9])
+        except OSError:
+            continue
+    return out
+
+
+def tcp_fds(pid: int, inodes: set[bytes]) -> float:
+    """How many of ``pid``'s open fds are TCP sockets (NaN if they cannot be read)."""
+    base = f"/proc/{pid}/fd"
+    try:
+        names = os.listdir(base)
+    except OSError:
+        return float("nan")
+    n = 0
+    for fd in names:
+        try:
+            link = os.readlink(f"{base}/{fd}")
+        except OSError:
+            continue
+        if link.startswith("socket:[") and link[8:-1].encode() in inodes:
+            n += 1
+    return float(n)
+
+
 def born_monotonic(proc: psutil.Process) -> float:
     """When ``proc`` started, on the ``time.monotonic()`` clock."""
     # psutil: create_time = boot_time + starttime/CLK_TCK, so the difference is the raw starttime
@@ -122,9 +207,11 @@ class Census:
     t0: float
     interval_s: float = 0.1
     uss_every: int = 10
+    tcp_every: int = 20
     status: Callable[[], dict[str, float]] | None = None
     status_every: int = 5
     restarts: list[float] = field(default_factory=list)   # t_sent of each restart, s since t0
+    marks: list[Mark] = field(default_factory=list)        # the same, with the last pid at each
     last_count: int = 0          # processes in the latest sample
     _rows: list[tuple] = field(default_factory=list, repr=False)
     _status_rows: list[tuple] = field(default_factory=list, repr=False)
@@ -134,18 +221,33 @@ class Census:
     _stop: threading.Event = field(default_factory=threading.Event, repr=False)
     _thread: threading.Thread | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _inodes: set[bytes] | None = field(default=None, repr=False)
+    _sampling: threading.Lock = field(default_factory=threading.Lock, repr=False)
     rounds: int = 0
-    busy_s: float = 0.0          # time spent sampling (the census's own cost)
+    busy_s: float = 0.0          # wall time spent sampling
+    cpu_s: float = 0.0           # CPU time spent sampling (the census's own cost; roots() and status included)
 
     def note_restart(self, t_sent: float) -> None:
-        """Record that a restart was sent at ``t_sent`` (s since t0): later births are a new generation."""
+        """Record that a restart is sent at ``t_sent`` (s since t0): later births are a new generation.
+        Call it before the restart's request goes out: it takes a full sample (with TCP sockets) of
+        the tree as it is before the restart, then reads the last pid."""
+        if self._thread is not None and self._thread.is_alive():
+            self.sample(detail=True)
+        mark = Mark(t_sent, last_pid())
         with self._lock:
             bisect.insort(self.restarts, t_sent)
+            bisect.insort(self.marks, mark, key=lambda m: m.t)
 
-    def generation(self, born: float) -> int:
-        """How many restarts had been sent when a process born at ``born`` (s since t0) started."""
+    def generation(self, born: float, pid: int | None = None) -> int:
+        """How many restarts had been sent when the process ``pid`` born at ``born`` (s since t0,
+        as the kernel's starttime gives it) started; exact with ``pid`` (see ``Mark.after``)."""
         with self._lock:
-            return bisect.bisect_right(self.restarts, born)
+            marks = self.marks or [Mark(t) for t in self.restarts]
+            # every mark more than a tick before the birth counts; the rest are decided one by one
+            n = bisect.bisect_right(marks, born - _TICK_S, key=lambda m: m.t)
+            while n < len(marks) and marks[n].after(born, pid):
+                n += 1
+            return n
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="census", daemon=True)
@@ -172,10 +274,17 @@ class Census:
                 self.sample()
                 return
 
-    def sample(self) -> None:
-        """Take one sample of every live process of the host now."""
+    def sample(self, detail: bool = False) -> None:
+        """Take one sample of every live process of the host now (``detail``: with USS and TCP
+        sockets, else those every ``uss_every`` / ``tcp_every`` rounds). Thread-safe."""
+        with self._sampling:
+            self._sample(detail)
+
+    def _sample(self, detail: bool) -> None:
         t_begin = time.monotonic()
-        with_uss = self.rounds % self.uss_every == 0
+        cpu_begin = time.thread_time()
+        with_uss = detail or self.rounds % self.uss_every == 0
+        with_tcp = detail or self.rounds % self.tcp_every == 0
         t = t_begin - self.t0
         todo = list(dict.fromkeys([*self.roots(), *self._seen]))
         if not _HAS_CHILDREN_FILE or self.rounds % self.rescan_every == 0:
@@ -183,12 +292,13 @@ class Census:
             todo.extend(_descendants(set(todo)))
         done: set[int] = set()
         count = 0
+        self._inodes = tcp_inodes() if with_tcp else None
         while todo:                               # the roots, every process seen, and their descendants
             pid = todo.pop()
             if pid in done:
                 continue
             done.add(pid)
-            row, threads = self._row(pid, t, with_uss)
+            row, threads = self._row(pid, t, with_uss, with_tcp)
             if row is None:
                 continue
             self._rows.append(row)
@@ -204,8 +314,9 @@ class Census:
             self._status_rows.extend((t, k, float(v)) for k, v in counters.items())
         self.rounds += 1
         self.busy_s += time.monotonic() - t_begin
+        self.cpu_s += time.thread_time() - cpu_begin
 
-    def _row(self, pid: int, t: float, with_uss: bool) -> tuple[tuple | None, int]:
+    def _row(self, pid: int, t: float, with_uss: bool, with_tcp: bool) -> tuple[tuple | None, int]:
         """One sample row of ``pid`` (None if it is gone) and its thread count (0 for a zombie)."""
         f = _read_stat(pid)
         if f is None or len(f) < 22:
@@ -228,8 +339,8 @@ class Census:
             title = process_title(p) or title
             self._seen[pid] = (p, born, title)
         if state == psutil.STATUS_ZOMBIE:
-            return (t, pid, int(f[1]), self.role(title), self.generation(born), 0, float("nan"),
-                    0, 0, 0.0, state, born, title), 0
+            return (t, pid, int(f[1]), self.role(title), self.generation(born, pid), 0, float("nan"),
+                    0, 0, 0.0, state, born, title, float("nan")), 0
         try:
             fds = len(os.listdir(f"/proc/{pid}/fd"))
         except (FileNotFoundError, ProcessLookupError):
@@ -237,15 +348,17 @@ class Census:
             return None, 0
         except PermissionError:
             fds = 0
-        uss = float("nan")
+        uss = tcp = float("nan")
         if with_uss:
             try:
                 uss = float(p.memory_full_info().uss)
             except (psutil.AccessDenied, psutil.ZombieProcess, psutil.NoSuchProcess):
                 pass
+        if with_tcp:
+            tcp = tcp_fds(pid, self._inodes or set())
         threads = int(f[17])
-        return (t, pid, int(f[1]), self.role(title), self.generation(born), int(f[21]) * _PAGE, uss,
-                fds, threads, (int(f[11]) + int(f[12])) / _CLK_TCK, state, born, title), threads
+        return (t, pid, int(f[1]), self.role(title), self.generation(born, pid), int(f[21]) * _PAGE, uss,
+                fds, threads, (int(f[11]) + int(f[12])) / _CLK_TCK, state, born, title, tcp), threads
 
     def _forget(self, pid: int) -> None:
         self._seen.pop(pid, None)

@@ -20,7 +20,11 @@ Layout of ``results/runs/<run-id>/`` (format 1):
 ``status.parquet`` (optional)
     host-reported counters sampled alongside the census (Unit's /status), long format.
 ``host.log``
-    the host's own log. ``summary.json``: metrics, written by analysis.
+    the host's own log. The orchestrator writes its own lines into it, in order with the host's
+    (``log_mark``): ``--- restartbench <date> <time> start: <argv>``, ``… restart <i>: <kind>``
+    just before restart action ``i`` is sent, ``… stop: SIGTERM`` and ``… stop: SIGKILL``, so a
+    reader knows which restart (or the shutdown) every later host line belongs to.
+    ``summary.json``: metrics, written by analysis.
 
 Every file is written under a temporary name and renamed into place; ``run.json`` is written
 first with status ``running`` and rewritten last, so a reader never sees a half-written file and
@@ -33,6 +37,7 @@ import json
 import os
 import socket
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -83,10 +88,22 @@ PROCESS_COLUMNS = {
     "state": "string",
     "born": "float64",
     "title": "string",
+    "tcp_fds": "float64",     # TCP sockets among num_fds (client connections); sampled with uss, else NaN
 }
 
 #: status.parquet (optional): one row per host counter per sample.
 STATUS_COLUMNS = {"t": "float64", "key": "string", "value": "float64"}
+
+#: how the orchestrator's own lines in host.log begin (see the module docstring)
+LOG_MARK = "--- restartbench"
+#: one such line: its event (start, restart, stop), the restart index or stop signal, and the rest
+LOG_MARK_LINE = (r"^--- restartbench \S+ \S+ (?P<event>start|restart|stop)(?: (?P<arg>[^:\s]+))?:"
+                 r" ?(?P<rest>.*)$")
+
+
+def log_mark(event: str) -> bytes:
+    """An orchestrator line for host.log: ``event`` is ``start: …``, ``restart 3: config``, ``stop: SIGTERM``."""
+    return f"{LOG_MARK} {time.strftime('%Y/%m/%d %H:%M:%S')} {event}\n".encode()
 
 
 class FormatError(ValueError):

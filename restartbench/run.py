@@ -318,7 +318,7 @@ class _RunState:
                 out / "requests.parquet", self.load.frame(), results.REQUEST_COLUMNS)))
         if census is not None:
             self.meta["census"] = {"interval_s": census.interval_s, "rounds": census.rounds,
-                                   "busy_s": round(census.busy_s, 4)}
+                                   "busy_s": round(census.busy_s, 4), "cpu_s": round(census.cpu_s, 4)}
             saves.append(("processes.parquet", lambda: results.write_frame(
                 out / "processes.parquet", census.frame(), results.PROCESS_COLUMNS)))
             if census.status is not None:

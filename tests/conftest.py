@@ -5,6 +5,8 @@ from __future__ import annotations
 import http.client
 from urllib.parse import urlsplit
 
+import pytest
+
 
 def http_get(where: str | int, path: str = "/", timeout: float = 10.0) -> tuple[int, str]:
     """One GET on a fresh connection to a URL (``http://host:port``) or a 127.0.0.1 port: (status, body)."""
@@ -20,3 +22,48 @@ def http_get(where: str | int, path: str = "/", timeout: float = 10.0) -> tuple[
         return resp.status, resp.read().decode()
     finally:
         conn.close()
+
+
+# -- real NGINX Unit builds -------------------------------------------------------------------
+# Tests that take the ``unit_install`` fixture run once per Unit build declared here (UNITD=,
+# RESTARTBENCH_UNITS / ./units.toml, PATH): every build listed is tested, one that is listed but
+# unusable fails with the reason; with none at all they skip, saying what to install.
+
+def unit_candidates() -> list:
+    """Every Unit build declared on this machine, usable or not, in version order ([] if none)."""
+    from restartbench import units
+    from restartbench.installations import InstallationError
+
+    try:
+        found = units.discover()
+    except InstallationError:
+        return []
+    found = [c for c in found if c.reason != units.NO_UNIT]
+    return sorted(found, key=lambda c: (units.version_key(c.installation.version) if c.installation
+                                        else (), c.spec))
+
+
+def pytest_generate_tests(metafunc):
+    if "unit_install" in metafunc.fixturenames:
+        found = unit_candidates()
+        metafunc.parametrize("unit_install", found or [None], indirect=True, scope="module",
+                             ids=[c.spec.removeprefix("unit@") for c in found] or ["no-unit"])
+
+
+
+@pytest.fixture(scope="module")
+def unit_install(request):
+    """One real Unit build (an Installation), from ``unit_candidates``."""
+    from restartbench import units
+
+    cand = request.param
+    if cand is None:
+        pytest.skip(f"{units.NO_UNIT} (or RESTARTBENCH_UNITS=units.toml)")
+    if cand.installation is None:
+        pytest.fail(f"{cand.spec} [{cand.source}] is declared but cannot be used: {cand.reason}")
+    return cand.installation
+
+
+def has_restart_bug(installation) -> bool:
+    """The wasm-wasi-component restart bug (nginx/unit#1179): 1.32.0, fixed in 1.32.1 and 1.33.0."""
+    return installation.version == "1.32.0"

@@ -5,6 +5,7 @@ import sys
 import textwrap
 import time
 
+import psutil
 import pytest
 
 from restartbench import procs
@@ -87,3 +88,48 @@ def test_generation_counts_restarts_sent_before_birth():
     for t in (5.0, 1.0, 3.0):
         c.note_restart(t)
     assert [c.generation(b) for b in (0.5, 1.0, 2.0, 4.0, 9.0)] == [0, 1, 1, 2, 3]
+
+
+def test_generation_is_exact_for_a_process_forked_right_after_the_mark():
+    # The kernel's birth time has 10 ms ticks: a child forked 1 ms after a restart mark usually reads
+    # as born before it. The last-pid rule must still count every such child as new, every time.
+    from restartbench.census import last_pid
+
+    before = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(5)"])
+    t0 = time.monotonic()
+    try:
+        census = Census(roots=lambda: [], role=role, t0=t0)
+        misread_by_clock = 0
+        for i in range(30):
+            census.note_restart(time.monotonic() - t0)
+            child = subprocess.Popen(["true"])
+            p = psutil.Process(child.pid)
+            born = p.create_time() - psutil.boot_time() + (time.monotonic() - time.clock_gettime(
+                time.CLOCK_BOOTTIME)) - t0
+            child.wait()
+            misread_by_clock += born < census.restarts[-1]
+            assert census.generation(born, child.pid) == i + 1, (i, born, census.marks[-1])
+        # the parent born before the first mark stays generation 0; pids alone never decide far births
+        p = psutil.Process(before.pid)
+        born = p.create_time() - psutil.boot_time() + (time.monotonic() - time.clock_gettime(
+            time.CLOCK_BOOTTIME)) - t0
+        assert census.generation(born, before.pid) == 0
+        assert census.generation(born + 3600, 1) == 30          # an hour later, whatever its pid
+        assert last_pid() is not None and last_pid() >= child.pid
+    finally:
+        before.kill()
+        before.wait()
+    # the clock alone would have misplaced some of these births (it is the reason for the pid rule)
+    print(f"{misread_by_clock} of 30 births read as before their mark by the clock alone")
+
+
+def test_generation_in_the_tick_before_a_mark_is_decided_by_pid():
+    from restartbench.census import Mark
+
+    c = Census(roots=lambda: [], role=role, t0=0.0)
+    c.marks.append(Mark(1.0, last_pid=5000))
+    c.restarts.append(1.0)
+    assert c.generation(0.995, 5001) == 1       # same tick, later pid: born after the mark
+    assert c.generation(0.995, 4999) == 0       # same tick, earlier pid: before
+    assert c.generation(0.985, 9999) == 0       # more than a tick before: before, whatever the pid
+    assert c.generation(1.0, 1) == 1            # at or after the mark by the clock: after

@@ -14,9 +14,10 @@ import time
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
+import pandas as pd
 import psutil
 import pytest
-from conftest import http_get
+from conftest import has_restart_bug, http_get
 
 from restartbench import procs
 from restartbench.targets.base import Installation, TargetError
@@ -418,25 +419,14 @@ def test_roots_include_a_reparented_descendant(tmp_path):
     assert target.roots() == [target.proc.pid]
     assert procs.wait_until(lambda: leaf.ppid() != target.proc.pid and leaf.ppid() not in
                             {p.pid for p in _descendants(target.proc.pid)}, 5)
-    assert leaf.pid in target.roots()
+    # the tree is re-walked every TRACK_EVERY_S (the census follows known processes in between)
+    assert procs.wait_until(lambda: leaf.pid in target.roots(), 5, step_s=0.1)
     report = target.stop()
     assert leaf.pid in {s["pid"] for s in report.survivors}
     assert not leaf.is_running() or leaf.status() == psutil.STATUS_ZOMBIE
 
 
-# -- with a real unitd ------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def unit_install():
-    from restartbench import units
-    from restartbench.installations import InstallationError
-
-    try:
-        return units.resolve()
-    except InstallationError as exc:
-        pytest.skip(f"no NGINX Unit with the wasm module here (set UNITD=/path/to/unitd or "
-                    f"RESTARTBENCH_UNITS=units.toml): {exc}")
-
+# -- with a real unitd: once per build declared here (conftest.unit_install) ---------------------
 
 @pytest.fixture(scope="module")
 def components(tmp_path_factory):
@@ -474,7 +464,9 @@ def _roles(target: UnitTarget) -> dict[int, str]:
     return out
 
 
-def _settled(target: UnitTarget, apps: int, timeout: float = 20) -> dict[int, str]:
+def _settled(target: UnitTarget, apps: int, timeout: float = 20, old: set[int] = frozenset()) -> dict[int, str]:
+    """Wait until the tree is main + controller + router + one prototype + ``apps`` app
+    processes, none of them in ``old``; the roles by pid."""
     want = {"main": 1, "controller": 1, "router": 1, "prototype": 1, "app": apps}
     roles: dict[int, str] = {}
 
@@ -482,51 +474,115 @@ def _settled(target: UnitTarget, apps: int, timeout: float = 20) -> dict[int, st
         nonlocal roles
         roles = _roles(target)
         counts = {r: list(roles.values()).count(r) for r in want}
-        return counts == want
+        return counts == want and not old & set(roles)
     procs.wait_until(done, timeout, step_s=0.05)
     return roles
 
 
-@pytest.mark.unit
-def test_real_unit_start_restart_kinds_and_stop(unit_install, components, tmp_path):
+def _app_pids(roles: dict[int, str]) -> set[int]:
+    return {p for p, r in roles.items() if r in ("app", "prototype")}
+
+
+@pytest.fixture
+def unit_target(unit_install, components, tmp_path):
+    """A started private unitd serving the hello component with 2 app processes; stopped after,
+    checking that nothing of it is left."""
     target = UnitTarget(unit_install, components["a"], tmp_path / "host", processes=2)
     try:
         target.start()
-        assert _get(target.url) == (200, "hello from restartbench (a)\n")
-        roles = _settled(target, 2)
-        assert sorted(roles.values()) == ["app", "app", "controller", "main", "prototype", "router"]
-        sample = target.status_sample()
-        assert sample["app.processes.running"] == 2 and "connections.active" in sample
-        assert control(target.control_socket, "GET", "/control/applications/nope/restart").status == 404
-
-        before = {p for p, r in roles.items() if r in ("app", "prototype")}
-        reply = target.restart({"kind": "restart"})
-        assert (reply.http_status, reply.body) == (200, '{"success":"Ok"}')
-        if unit_install.version != "1.32.0":            # 1.32.0 keeps the old generation (its bug)
-            after = _settled(target, 2)
-            assert not before & {p for p, r in after.items() if r in ("app", "prototype")}
-            assert _get(target.url)[0] == 200
-
-        reply = target.restart({"kind": "config", "env": {"RESTARTBENCH_CONFIG": "1"}})
-        assert reply.http_status == 200 and "Reconfiguration done." in reply.body
-        got = control(target.control_socket, "GET", "/config/applications/restartbench/environment").json()
-        assert got == {"RESTARTBENCH_CONFIG": "1"}
-
-        reply = target.restart({"kind": "swap", "component": str(components["b"])})
-        assert reply.http_status == 200
-        if unit_install.version != "1.32.0":
-            assert procs.wait_until(lambda: _body(target.url) == "hello from restartbench (b)\n", 20, 0.1)
-
-        reply = target.restart({"kind": "processes", "processes": 3})
-        assert reply.http_status == 200
-        if unit_install.version != "1.32.0":
-            _settled(target, 3)
-            assert target.status_sample()["app.processes.running"] == 3
+        yield target
     finally:
         report = target.stop()
-    assert report.stop_s < target.stop_timeout_s + 5
-    assert not procs.session_members(target.pid)
-    assert not (tmp_path / "host" / "control.sock").exists() or report.findings
+        assert report.stop_s < target.stop_timeout_s + 5
+        assert not procs.session_members(target.pid)
+        assert not [p for p in _roles_seen(target) if _running(p)]
+
+
+def _roles_seen(target: UnitTarget) -> list[int]:
+    with target._lock:
+        return list(target._seen)
+
+
+@pytest.mark.unit
+def test_real_unit_starts_with_every_role(unit_target):
+    assert _get(unit_target.url) == (200, "hello from restartbench (a)\n")
+    roles = _settled(unit_target, 2)
+    assert sorted(roles.values()) == ["app", "app", "controller", "main", "prototype", "router"]
+    sample = unit_target.status_sample()
+    assert sample["app.processes.running"] == 2 and "connections.active" in sample
+    assert control(unit_target.control_socket, "GET", "/control/applications/nope/restart").status == 404
+
+
+@pytest.mark.unit
+def test_real_unit_restart(unit_install, unit_target):
+    before = _app_pids(_settled(unit_target, 2))
+    reply = unit_target.restart({"kind": "restart"})
+    assert (reply.http_status, reply.body) == (200, '{"success":"Ok"}')
+    if has_restart_bug(unit_install):
+        # the 1.32.0 bug: Ok, then the old app processes never exit and every request hangs
+        with pytest.raises(OSError):
+            _get(unit_target.url, timeout=3)
+        assert before <= _app_pids(_roles(unit_target))
+    else:
+        after = _settled(unit_target, 2, old=before)
+        assert not before & _app_pids(after)
+        assert _get(unit_target.url) == (200, "hello from restartbench (a)\n")
+
+
+@pytest.mark.unit
+def test_real_unit_config_change_replaces_the_app_processes(unit_install, unit_target):
+    before = _app_pids(_settled(unit_target, 2))
+    reply = unit_target.restart({"kind": "config", "env": {"RESTARTBENCH_CONFIG": "1"}})
+    assert reply.http_status == 200 and "Reconfiguration done." in reply.body
+    got = control(unit_target.control_socket, "GET", "/config/applications/restartbench/environment").json()
+    assert got == {"RESTARTBENCH_CONFIG": "1"}
+    # new processes start first; on a sound Unit the old ones then leave (1.32.0: they stay)
+    assert procs.wait_until(lambda: len(_app_pids(_roles(unit_target)) - before) == 3, 20, 0.05)
+    assert _get(unit_target.url)[0] == 200
+    if not has_restart_bug(unit_install):
+        assert not before & _app_pids(_settled(unit_target, 2, old=before))
+
+
+@pytest.mark.unit
+def test_real_unit_component_swap_serves_the_other_build(unit_target, components):
+    reply = unit_target.restart({"kind": "swap", "component": str(components["b"])})
+    assert reply.http_status == 200 and "Reconfiguration done." in reply.body
+    got = control(unit_target.control_socket, "GET", "/config/applications/restartbench/component").json()
+    assert got == str(components["b"].resolve())
+    assert procs.wait_until(lambda: _body(unit_target.url) == "hello from restartbench (b)\n", 20, 0.05)
+    reply = unit_target.restart({"kind": "swap", "component": str(components["a"])})
+    assert reply.http_status == 200
+    assert procs.wait_until(lambda: _body(unit_target.url) == "hello from restartbench (a)\n", 20, 0.05)
+
+
+@pytest.mark.unit
+def test_real_unit_process_count_change_shows_in_census_and_status(unit_install, unit_target):
+    from restartbench.census import Census
+
+    _settled(unit_target, 2)
+    census = Census(roots=unit_target.roots, role=unit_target.role, t0=time.monotonic(), interval_s=0.05,
+                    status=unit_target.status_sample, status_every=1)
+    buggy = has_restart_bug(unit_install)
+
+    def new_generation_serves() -> bool:
+        frame = census.frame()
+        last = frame[(frame.t == frame.t.max()) & (frame.role == "app")]
+        return sorted(last.generation) == ([0, 0] if buggy else []) + [1, 1, 1]
+
+    census.start()
+    try:
+        census.note_restart(time.monotonic() - census.t0)
+        reply = unit_target.restart({"kind": "processes", "processes": 3})
+        assert reply.http_status == 200
+        assert procs.wait_until(lambda: unit_target.status_sample()["app.processes.running"] == 3, 20, 0.05)
+        # Unit replaces the whole app (a new prototype and 3 new app processes); on 1.32.0 the old
+        # two never leave (its restart bug)
+        assert procs.wait_until(new_generation_serves, 20, 0.05)
+    finally:
+        census.stop()
+    status = census.status_frame()
+    assert status[status.key == "app.processes.running"].value.iloc[-1] == 3
+    assert _get(unit_target.url)[0] == 200
 
 
 @pytest.mark.unit
@@ -545,32 +601,23 @@ def test_real_unit_stop_after_main_was_killed_leaves_nothing(unit_install, compo
 
 
 @pytest.mark.unit
-def test_real_unit_run_census_roles_generations_and_lingering(unit_install, tmp_path):
-    from analysis import unit_checks
-    from restartbench import LoadSpec, RunConfig, read_run, run, scenarios
+def test_real_unit_log_marks_each_restart_and_the_stop(unit_install, components, tmp_path):
+    from analysis.unit_checks import log_phases
+    from restartbench.results import LOG_MARK
 
-    sc = scenarios.from_dict({"duration": "14s", "warmup": "2s", "cooldown": "4s", "restart_every": "4s",
-                              "grace": "2s", "window": "2s", "processes": 2})
-    outcome = run(RunConfig(target=f"unit@{unit_install.name}", scenario=sc, results_root=tmp_path,
-                            load=LoadSpec(users=4, sleep_share=0.2, sleep_ms=300)))
-    assert outcome.status == "complete", outcome.meta.get("reason")
-    r = read_run(outcome.path)
-    assert r.meta["target"]["kind"] == "unit" and r.meta["target"]["restart_method"] == "control API"
-    procs_ = r.processes()
-    assert {"main", "controller", "router", "prototype", "app"} <= set(procs_["role"].astype(str))
-    restarts = r.restarts()
-    assert len(restarts) == 3 and (restarts["http_status"] == 200).all()
-    apps = procs_[procs_["role"] == "app"].drop_duplicates("pid")
-    assert set(apps["generation"]) >= {0}
-    # every app process's generation is the number of restarts sent before it was born
-    t = restarts["t_sent"].sort_values().to_numpy()
-    assert (apps["generation"].to_numpy() == (apps["born"].to_numpy()[:, None] >= t[None, :]).sum(1)).all()
-    checks = unit_checks.check_run(r)
-    old = [row["old_apps"] for row in checks["restarts"]]
-    if unit_install.version == "1.32.0":
-        assert all(n and n >= 2 for n in old), checks       # the 1.32.0 bug: the old generation stays
-    else:
-        assert old == [0, 0, 0], checks
-    assert (outcome.path / "status.parquet").exists() and "app.processes.running" in set(r.host_status()["key"])
-    assert checks["alerts"]["total"] == checks["alerts"]["noise"] + checks["alerts"]["findings"]
-    assert not [pid for pid in procs_["pid"].unique() if _running(int(pid))]    # nothing left running
+    target = UnitTarget(unit_install, components["a"], tmp_path / "host")
+    try:
+        target.start()
+        target.restart({"kind": "processes", "processes": 2})
+        target.restart({"kind": "config", "env": {"A": "1"}})
+    finally:
+        target.stop()
+    text = target.log_path.read_text()
+    marks = [line.split(" ", 4)[-1] for line in text.splitlines() if line.startswith(LOG_MARK)]
+    assert marks[0].startswith("start: ") and marks[1:3] == ["restart 0: processes", "restart 1: config"]
+    assert marks[3] == "stop: SIGTERM" and marks[4:] in ([], ["stop: SIGKILL"])
+    lines = pd.Series(text.splitlines(), dtype="string")
+    phases = log_phases(lines)
+    started = lines.str.contains(" application started")
+    # the app process started by the config change is logged after restart 1's mark
+    assert phases[started]["restart"].dropna().tolist()[-1] == 1

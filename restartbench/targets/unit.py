@@ -58,7 +58,7 @@ from typing import Any, Iterable
 
 import psutil
 
-from .. import procs
+from .. import procs, results
 from .base import (Installation, RestartReply, StopReport, TargetError, free_port, http_url, process_title, tree,
                    wait_http)
 
@@ -66,7 +66,7 @@ APP_NAME = "restartbench"
 WASM_TYPE = "wasm-wasi-component"
 EMULATED_VMEM_CAP = 8 << 30
 SUN_PATH_MAX = 100                # bytes a unix socket path may have here (108 with NUL; keep a margin)
-TRACK_EVERY_S = 0.25              # how often roots() re-walks the tree to remember its processes
+TRACK_EVERY_S = 2.0               # how often roots() re-walks the tree to remember its processes
 
 #: a Unit process title; found after a runner's own arguments too (e.g. a dynamic loader as runner)
 _TITLE = re.compile(r'(?:^|\s)unit: (?:main v(?P<version>\S+)|(?P<fixed>controller|router)'
@@ -190,13 +190,15 @@ def control(sock_path: str | Path, method: str, path: str, body: Any = None,
 # -- shutdown ---------------------------------------------------------------------------------
 
 def shutdown(proc: subprocess.Popen, tracked: Iterable[psutil.Process], grace_s: float,
-             role=unit_role) -> StopReport:
+             role=unit_role, mark=lambda event: None) -> StopReport:
     """SIGTERM ``proc`` (a session leader), wait up to ``grace_s`` for it, its session and every
     ``tracked`` process to exit, then SIGKILL what is left. Never blocks much past ``grace_s`` + 4 s.
-    ``proc`` still alive after the wait is a ``stop_hang`` finding; every process left is a survivor."""
+    ``proc`` still alive after the wait is a ``stop_hang`` finding; every process left is a survivor.
+    ``mark(event)`` is told ``stop: SIGTERM`` / ``stop: SIGKILL`` just before each signal goes out."""
     report = StopReport()
     t = time.monotonic()
     tracked = [p for p in tracked if p.pid != proc.pid]
+    mark("stop: SIGTERM")
     if proc.poll() is None:
         try:
             proc.send_signal(signal.SIGTERM)
@@ -222,6 +224,8 @@ def shutdown(proc: subprocess.Popen, tracked: Iterable[psutil.Process], grace_s:
             "detail": f"unitd main {proc.pid} was still running {grace_s:g} s after SIGTERM (the known "
                       f"Unit shutdown hang); killed it and {len(rest) - 1} other process(es)",
             "processes": report.survivors})
+    if rest:
+        mark("stop: SIGKILL")
     procs.kill_session(proc.pid)          # always: also releases the session from procs' bookkeeping
     if rest:
         for p in rest:
@@ -298,7 +302,9 @@ class UnitTarget:
         self.findings: list[dict[str, Any]] = []
         self._seen: dict[int, psutil.Process] = {}
         self._tracked_at = 0.0
+        self._roots: list[int] = []
         self._lock = threading.Lock()
+        self._actions = 0
         self.config = self.full_config()
 
     # -- the protocol ---------------------------------------------------------------------------
@@ -318,7 +324,7 @@ class UnitTarget:
         self._prepare_dirs()
         argv = self.command()
         with open(self.log_path, "ab") as log:
-            log.write(f"--- restartbench {time.strftime('%Y/%m/%d %H:%M:%S')} {' '.join(argv)}\n".encode())
+            log.write(results.log_mark(f"start: {' '.join(argv)}"))
             log.flush()
             try:
                 self.proc = procs.spawn(argv, stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir,
@@ -355,22 +361,13 @@ class UnitTarget:
         return f"unitd main exited with status {code}"
 
     def roots(self) -> list[int]:
-        """Main, plus any process of the tree ever seen that now lives outside it (reparented)."""
+        """Main, plus any process of the tree ever seen that now lives outside it (reparented).
+        Called by the census every round: the tree is walked only every ``TRACK_EVERY_S``
+        (the census itself follows every process it has seen in between)."""
         if self.proc is None:
             return []
         self._track()
-        with self._lock:
-            seen = dict(self._seen)
-        out = [self.proc.pid]
-        for pid, p in seen.items():
-            if pid == self.proc.pid or not _alive(p):
-                continue
-            try:
-                if p.ppid() not in seen:
-                    out.append(pid)
-            except psutil.Error:
-                continue
-        return out
+        return list(self._roots or [self.proc.pid])
 
     def role(self, title: str) -> str:
         return unit_role(title)
@@ -378,6 +375,8 @@ class UnitTarget:
     def restart(self, action: dict[str, Any]) -> RestartReply:
         """One scripted action through the control API; its status, body and timing recorded."""
         kind = action.get("kind", "restart")
+        self._mark(f"restart {self._actions}: {kind}")      # the run's restart index, in Unit's log
+        self._actions += 1
         if kind not in self.restart_kinds:
             raise TargetError(f"Unit cannot do a {kind!r} action; it does {', '.join(self.restart_kinds)}")
         app = f"/config/applications/{self.app_name}"
@@ -397,7 +396,7 @@ class UnitTarget:
             new = Path(action["component"]).resolve()
             unchanged = new == self.component
             self.component = new
-            steps.append(self._call("PUT", f"{app}/component", str(new)))
+            steps.append(self._call("PUT", f"{app}/component", json.dumps(str(new))))
             if steps[-1].ok and (unchanged or self.swap_restart):
                 steps.append(self._call("GET", restart))
         else:
@@ -425,7 +424,7 @@ class UnitTarget:
         self._track(force=True)
         with self._lock:
             tracked = list(self._seen.values())
-        report = shutdown(self.proc, tracked, self.stop_timeout_s)
+        report = shutdown(self.proc, tracked, self.stop_timeout_s, mark=self._mark)
         report.findings[:0] = self.findings
         self._cleanup()
         return report
@@ -533,11 +532,12 @@ class UnitTarget:
         self.calls.append(reply)
         return reply
 
-    def _track(self, force: bool = False) -> None:
-        """Remember every process of main's tree (pid reuse is caught by psutil's create time)."""
+    def _track(self, force: bool = False) -> bool:
+        """Remember every process of main's tree (pid reuse is caught by psutil's create time);
+        False when it was walked less than ``TRACK_EVERY_S`` ago (and not ``force``)."""
         now = time.monotonic()
         if self.proc is None or (not force and now - self._tracked_at < TRACK_EVERY_S):
-            return
+            return False
         self._tracked_at = now
         found = tree(self.proc.pid)
         with self._lock:
@@ -547,6 +547,16 @@ class UnitTarget:
                     self._seen[p.pid] = p
             for pid in [pid for pid, p in self._seen.items() if not _alive(p)]:
                 del self._seen[pid]
+            seen = dict(self._seen)
+        roots = [self.proc.pid]
+        for pid, p in seen.items():
+            try:
+                if pid != self.proc.pid and p.ppid() not in seen:
+                    roots.append(pid)
+            except psutil.Error:
+                continue
+        self._roots = roots
+        return True
 
     def _log_tail(self, n: int = 8) -> str:
         try:
@@ -563,6 +573,15 @@ class UnitTarget:
             return ""
         tail = "".join(f"\n    {line}" for line in lines[-5:])
         return (f"; Unit logged:{tail}" if tail else "") + f"\n  (log: {self.log_path})"
+
+    def _mark(self, event: str) -> None:
+        """One orchestrator line in Unit's log (``results.log_mark``), in order with Unit's own:
+        both append (Unit opens its log O_APPEND)."""
+        try:
+            with open(self.log_path, "ab") as log:
+                log.write(results.log_mark(event))
+        except OSError:
+            pass
 
     def _cleanup(self) -> None:
         if self._sock_dir is not None:
