@@ -249,17 +249,22 @@ def check_run(result: GateResult, run: Run, s: dict[str, Any], limits: dict[str,
     judged = [r["lingering"] for r in restarts if r["lingering"] is not None]
     worst = max(judged) if judged else None
     unjudged = len(restarts) - len(judged)
+    grace = s.get("params", {}).get("grace_s")
+    what = "old app processes" if "app" in (s.get("params", {}).get("app_roles") or []) else "old host processes"
+    late = _which(restarts, lambda r: (r["lingering"] or 0) > (limits.get("lingering_max") or 0),
+                  "after restart")
     upper("lingering", "lingering_max", worst, "count",
           "the census ended before grace after every restart",
           f"{unjudged} restart(s) not judged (census ended before grace)" if unjudged else
-          _which(restarts, lambda r: (r["lingering"] or 0) > (limits.get("lingering_max") or 0),
-                 "lingering at restart"))
+          (f"{what} still running {grace:g} s {late}: they did not exit when they were replaced"
+           if late and grace else late))
     upper("window timeout rate", "window_timeout_rate_max", o["window_timeout_rate"], "rate",
           "no requests in restart windows", timing_note)
     if limits.get("all_recover"):
         lost = [r for r in restarts if not r["recovered"]]
         truncated = sum(1 for r in lost if r["window_truncated"])
-        note = _which(restarts, lambda r: not r["recovered"], "no ok answer after restart")
+        note = _which(restarts, lambda r: not r["recovered"], "no request was answered after restart")
+        note += " (requests hang or fail)" if note else ""
         if truncated:
             note += f"; {truncated} of them cut short by the end of the load"
         result.add("every restart recovers", scope, f"{len(lost)}/{len(restarts)} unrecovered",
@@ -297,12 +302,14 @@ def host_checks(result: GateResult, run: Run, s: dict[str, Any], limits: dict[st
     count("process crashes", "crashes_max", crashes["total"] if measured else None, _crash_note(crashes or {}),
           "no host.log in the run" if crashes else f"{kind} does not report its processes' exits")
     hangs = [f for f in run.meta.get("findings", []) if f.get("kind") == "stop_hang"]
+    grace = (run.meta.get("stop") or {}).get("grace_s")
     count("shutdown hang", "stop_hangs_max", len(hangs),
-          f"{kind} main was still running after SIGTERM (its shutdown hang); the suite killed it")
+          f"{kind} did not exit {f'within {grace:g} s ' if grace else ''}after SIGTERM (it waits for "
+          f"processes that do not exit); the suite killed it")
     survivors = run.meta.get("survivors") or []
     roles = sorted({str(p.get("role") or "?") for p in survivors})
     count("processes outliving the stop", "survivors_max", len(survivors),
-          f"{len(survivors)} process(es) still alive after the host's stop ({', '.join(roles)}); killed")
+          f"{len(survivors)} {kind} process(es) ({', '.join(roles)}) still alive after the stop; killed")
     idle = unit.get("idle") or {}
     if unit.get("applicable") and idle.get("stuck") is not None:
         held = {k: v for k, v in (idle.get("status") or {}).items() if v > 0}
@@ -318,17 +325,17 @@ def host_checks(result: GateResult, run: Run, s: dict[str, Any], limits: dict[st
 
 
 def _crash_note(crashes: dict[str, Any]) -> str:
-    """``2× app SIGABRT, 1× app SIGSEGV after restart 0, 1, 2; Unit: "…exited on signal 6"``."""
+    """``processes crashed after restart 0, 1, 2 (2× app SIGABRT, 1× app SIGSEGV); Unit logged "…"``."""
     if not crashes.get("total"):
         return ""
     kinds = ", ".join(f"{n}× {k}" for k, n in crashes.get("by_kind", {}).items())
     hit = [str(i) for i, n in enumerate(crashes.get("per_restart", [])) if n]
-    where = f" after restart {', '.join(hit)}" if hit else ""
+    where = f"crashed after restart {', '.join(hit)} ({kinds})" if hit else f"crashed ({kinds})"
     if crashes.get("shutdown"):
         where += f"; {crashes['shutdown']} during the shutdown"
     line = next((e.get("line") for e in crashes.get("examples", []) if e.get("signal_name")), "")
     said = line.split("] ", 1)[-1] if line else ""
-    return f"{kinds}{where}" + (f'; Unit logged "{said}"' if said else "")
+    return where + (f'; Unit logged "{said}"' if said else "")
 
 
 def _which(restarts: list[dict[str, Any]], bad: Any, what: str) -> str:

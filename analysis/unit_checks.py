@@ -47,8 +47,9 @@ ALERT_CLASSES = (
 EXIT_LINE = (r"\[(?P<level>\w+)\] (?P<parent>\d+)#\d+ (?P<app>app )?process (?P<pid>\d+)"
              r"(?: \(isolated \d+\))? exited (?:on signal (?P<signal>\d+)(?P<core> \(core dumped\))?"
              r"|with code (?P<code>\d+))")
-#: Unit's lines naming a process it started (``nxt_process.c``): the role of a pid the census missed
-START_LINE = (r"\[info\] (?P<pid>\d+)#\d+ (?:(?P<fixed>controller|router|discovery)"
+#: Unit's lines naming a process it started, logged by that process itself (``nxt_process.c``): the
+#: role of a pid the census missed. Not ``controller started``: main logs that one, with its own pid.
+START_LINE = (r"\[info\] (?P<pid>\d+)#\d+ (?:(?P<fixed>router|discovery)"
               r"|\"(?P<app>.*)\" (?P<kind>prototype|application)) started$")
 SIGNALS = {1: "SIGHUP", 2: "SIGINT", 3: "SIGQUIT", 4: "SIGILL", 5: "SIGTRAP", 6: "SIGABRT", 7: "SIGBUS",
            8: "SIGFPE", 9: "SIGKILL", 11: "SIGSEGV", 13: "SIGPIPE", 15: "SIGTERM"}

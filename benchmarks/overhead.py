@@ -10,6 +10,10 @@ Not an asv file and not a test: it prints a table and writes ``results/overhead.
                  (Debian package) with as many connections, against the same host.
 - ``census``     CPU of the census sampling a 20-process tree every 100 ms, in % of one core
                  (getrusage of this process while its main thread sleeps).
+- ``census-unit`` the census as a run uses it on a real NGINX Unit (the newest build declared:
+                 UNITD= or RESTARTBENCH_UNITS; 5 processes, its roots(), /status every 5th round,
+                 TCP sockets every 20th), at idle and then under 20 Locust users, side by side; CPU
+                 of the census thread (``Census.cpu_s``, thread time) per second of wall time.
 - ``analysis``   seconds to read and summarise a synthetic run of 10 M request rows (analysis/bench_scale).
 - ``accuracy``   the host SIGSTOPped for exactly 300 ms, K times, under load: recovery_s as the analysis
                  computes it from the raw rows vs the known stall.
@@ -47,6 +51,7 @@ from restartbench.targets.wasmtime import WasmtimeTarget  # noqa: E402
 GOALS = {"recorder": ("rps with recorder / plain Locust", ">=", 0.90),
          "processes": ("restartbench load rps / wrk rps (best N)", ">=", 0.80),
          "census": ("census CPU, % of one core (20 processes, 100 ms)", "<=", 2.0),
+         "census-unit": ("census CPU on a real Unit, % of a core (100 ms, loaded)", "<=", 2.0),
          "analysis": ("seconds to summarise 10 M rows", "<=", 10.0),
          "accuracy": ("worst |recovery_s - stall| (ms), 300 ms stalls", "<=", 10.0)}
 
@@ -294,6 +299,43 @@ def measure_census(quick: bool, work: Path) -> dict:
             "system_processes": sum(1 for d in os.listdir("/proc") if d.isdigit())}
 
 
+def measure_census_unit(quick: bool, work: Path) -> dict:
+    from restartbench import units
+    from restartbench.targets.unit import UnitTarget
+
+    duration = 5 if quick else 15
+    try:
+        inst = units.resolve()
+    except installations.InstallationError as exc:
+        return {"value": float("nan"), "skipped": str(exc).splitlines()[0]}
+    target = UnitTarget(inst, apps.build("hello"), work / "unit")
+    target.start()
+    out: dict = {"unit": f"{inst.label} {inst.version}"}
+    try:
+        for phase in ("idle", "loaded"):
+            census = Census(roots=target.roots, role=target.role, t0=time.monotonic(), interval_s=0.1,
+                            status=target.status_sample)
+            if phase == "idle":
+                wait_quiet()
+            t = time.monotonic()
+            census.start()
+            if phase == "idle":
+                time.sleep(duration)
+            else:
+                out["load"] = {k: v for k, v in load_rps(target.url, 20, duration, 1, work).items()
+                               if k in ("rps", "requests")}
+            census.stop()
+            wall = time.monotonic() - t
+            out[phase] = {"cpu_share_pct": round(100.0 * census.cpu_s / wall, 3), "rounds": census.rounds,
+                          "ms_per_round": round(1000.0 * census.cpu_s / max(1, census.rounds), 3),
+                          "wall_share_pct": round(100.0 * census.busy_s / wall, 3),
+                          "processes": census.last_count}
+    finally:
+        target.stop()
+    out["value"] = max(out["idle"]["cpu_share_pct"], out["loaded"]["cpu_share_pct"])
+    return out
+
+
 def measure_analysis(quick: bool, work: Path) -> dict:
     from analysis import bench_scale
     rows = 1_000_000 if quick else 10_000_000
@@ -377,7 +419,7 @@ def verdict(name: str, value: float) -> bool:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="shorter runs, 1 M rows (scaled): a smoke run")
-    ap.add_argument("--only", default="", help="comma-separated: recorder,processes,census,analysis,accuracy")
+    ap.add_argument("--only", default="", help="comma-separated: " + ",".join(GOALS))
     ap.add_argument("--out", type=Path, default=REPO / "results" / "overhead.json")
     args = ap.parse_args(argv)
     names = [n for n in (args.only.split(",") if args.only else GOALS) if n]
@@ -397,6 +439,8 @@ def main(argv: list[str] | None = None) -> int:
                     results[name] = measure_processes(host, args.quick, work)
                 elif name == "census":
                     results[name] = measure_census(args.quick, work)
+                elif name == "census-unit":
+                    results[name] = measure_census_unit(args.quick, work)
                 elif name == "analysis":
                     results[name] = measure_analysis(args.quick, work)
                 elif name == "accuracy":
@@ -408,6 +452,9 @@ def main(argv: list[str] | None = None) -> int:
     for name, r in results.items():
         what, op, goal = GOALS[name]
         r["goal"] = f"{op} {goal:g}"
+        if r.get("skipped"):
+            print(f"{name:<10} {what:<52} skipped: {r['skipped']}")
+            continue
         r["met"] = verdict(name, r["value"])
         print(f"{name:<10} {what:<52} {r['value']:>9.3f} {op + ' ' + format(goal, 'g'):>8}  "
               f"{'yes' if r['met'] else 'NO'}")

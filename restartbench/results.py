@@ -10,7 +10,9 @@ Layout of ``results/runs/<run-id>/`` (format 1):
     (kind/name/version/arch/runner/emulated), ``host`` (machine), ``scenario`` (all parameters),
     ``t0_wall`` (Unix time of t0), ``duration_s``, ``suite`` (version, commit), ``tools``,
     ``findings`` (list of {kind, detail, ...}), ``survivors`` (processes killed at teardown),
-    ``orchestrator`` (pid, hostname: lets a reader tell a crashed run from a live one).
+    ``orchestrator`` (pid, hostname: lets a reader tell a crashed run from a live one),
+    ``census`` (interval, rounds, wall and CPU time spent, ``marks``: ``[t_sent, last_pid]`` of
+    each restart, what makes the ``generation`` column exact, see restartbench.census).
 ``requests.parquet``
     one row per request, see REQUEST_COLUMNS. Times are seconds since t0 (``time.monotonic()``).
 ``restarts.csv``

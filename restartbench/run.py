@@ -318,7 +318,8 @@ class _RunState:
                 out / "requests.parquet", self.load.frame(), results.REQUEST_COLUMNS)))
         if census is not None:
             self.meta["census"] = {"interval_s": census.interval_s, "rounds": census.rounds,
-                                   "busy_s": round(census.busy_s, 4), "cpu_s": round(census.cpu_s, 4)}
+                                   "busy_s": round(census.busy_s, 4), "cpu_s": round(census.cpu_s, 4),
+                                   "marks": [[round(m.t, 6), m.last_pid] for m in census.marks]}
             saves.append(("processes.parquet", lambda: results.write_frame(
                 out / "processes.parquet", census.frame(), results.PROCESS_COLUMNS)))
             if census.status is not None:
@@ -342,7 +343,8 @@ class _RunState:
             shutil.rmtree(self.load.record_dir, ignore_errors=True)   # raw rows now in requests.parquet
         if stop is not None:
             self.meta["survivors"] = stop.survivors + self.meta["survivors"]
-            self.meta["stop"] = {"graceful": stop.graceful, "stop_s": round(stop.stop_s, 4)}
+            self.meta["stop"] = {"graceful": stop.graceful, "stop_s": round(stop.stop_s, 4),
+                                 "grace_s": getattr(self.target, "stop_timeout_s", None)}
             self.meta.setdefault("findings", []).extend(stop.findings)
             if stop.survivors:
                 self.meta["findings"].append({"kind": "survivors", "detail": f"{len(stop.survivors)} "

@@ -182,3 +182,72 @@ def test_no_restarts_and_no_requests(tmp_path):
     (run.path / "requests.parquet").unlink()
     out = unit_checks.check_run(run)
     assert out["restarts"] == [] and out["idle"]["measured"] is False and out["verdict"] == "ok"
+
+
+# -- process exits in real logs of the wasm-wasi-component module (runs of the shared builds) --
+
+def _exits(name: str) -> pd.DataFrame:
+    return unit_checks.process_exits((DATA / name).read_text())
+
+
+def test_crashes_of_1_32_0_under_load_one_per_restart():
+    """1.32.0 under load: the old app process dies at every restart (a Rust panic -> SIGABRT, or
+    SIGSEGV), right after the restart mark; the shutdown's own SIGKILL is not counted."""
+    exits = _exits("wasm-1.32.0-load.log")
+    crashes = unit_checks.crash_summary(exits, 3)
+    assert crashes["per_restart"] == [1, 1, 1] and crashes["total"] == 3
+    crashed = exits[exits["signal"].notna()]
+    assert set(crashed["role"]) == {"app"} and set(crashed["signal_name"]) <= {"SIGABRT", "SIGSEGV"}
+    assert crashed["restart"].tolist() == [0, 1, 2] and set(crashed["phase"]) == {"run"}
+    assert "exited on signal" in crashed["line"].iloc[0]
+
+
+def test_1_32_0_at_light_load_hangs_instead_of_crashing():
+    exits = _exits("wasm-1.32.0-light.log")
+    assert unit_checks.crash_summary(exits, 3)["total"] == 0
+    # its stop never completes by itself: nothing but main's own children exit after SIGTERM
+    lines = pd.Series((DATA / "wasm-1.32.0-light.log").read_text().splitlines(), dtype="string")
+    phases = unit_checks.log_phases(lines)
+    assert phases["phase"].iloc[-1] == "killed" and "shutdown" in set(phases["phase"])
+
+
+def test_a_sound_build_logs_clean_exits_only():
+    exits = _exits("wasm-1.35.0-load.log")
+    assert len(exits) and exits["signal"].isna().all() and (exits["code"] == 0).all()
+    crashes = unit_checks.crash_summary(exits, 3)
+    assert crashes["total"] == 0 and crashes["nonzero_exits"] == 0
+    # roles from Unit's own "... started" lines when no census is given (main logs "controller
+    # started" under its own pid, so the controller's exit stays "other" without a census)
+    assert {"app", "prototype", "router", "discovery"} <= set(exits["role"])
+    assert "controller" not in set(exits["role"])
+
+
+def test_a_log_without_marks_still_counts_crashes():
+    """A log from before the suite marked restarts: crashes counted, not placed."""
+    crashes = unit_checks.crash_summary(_exits("wasm-1.32.1-segv.log"), 3)
+    assert crashes["total"] == 1 and crashes["by_kind"] == {"app SIGSEGV": 1}
+    assert crashes["per_restart"] == [0, 0, 0] and crashes["steady"] == 1
+
+
+def test_exit_line_shapes():
+    text = "\n".join([
+        "--- restartbench 2026/01/01 00:00:00 restart 0: restart",
+        "2026/01/01 00:00:00 [alert] 10#10 app process 12 exited on signal 11 (core dumped)",
+        "2026/01/01 00:00:00 [alert] 10#10 app process 13 (isolated 2) exited on signal 6",
+        "2026/01/01 00:00:00 [alert] 1#1 process 10 exited on signal 9",
+        "2026/01/01 00:00:00 [notice] 1#1 process 14 exited with code 1",
+        "--- restartbench 2026/01/01 00:00:01 stop: SIGTERM",
+        "2026/01/01 00:00:01 [alert] 1#1 process 15 exited on signal 11",
+        "--- restartbench 2026/01/01 00:00:02 stop: SIGKILL",
+        "2026/01/01 00:00:02 [alert] 10#10 app process 16 exited on signal 9",
+    ])
+    procs = pd.DataFrame({"t": [0.5, 0.5], "pid": [10, 15], "role": ["prototype", "router"],
+                          "generation": [0, 1]})
+    exits = unit_checks.process_exits(text, procs)
+    assert exits["pid"].tolist() == [12, 13, 10, 14, 15, 16]
+    assert exits["core"].tolist() == [True, False, False, False, False, False]
+    assert exits["role"].tolist()[:3] == ["app", "app", "prototype"] and exits["role"].iloc[4] == "router"
+    assert exits["phase"].tolist() == ["run"] * 4 + ["shutdown", "killed"]
+    crashes = unit_checks.crash_summary(exits, 1)
+    assert crashes["total"] == 4 and crashes["per_restart"] == [3] and crashes["shutdown"] == 1
+    assert crashes["nonzero_exits"] == 1
