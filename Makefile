@@ -6,7 +6,8 @@ STAMP  := $(VENV)/.installed
 
 # bench parameters (override on the command line: make bench DURATION=60s RESTART_EVERY=10s)
 #   ARCH=arm64 (aarch64, x86_64, amd64; default this machine's) or a list ARCH=x86_64,arm64
-#   UNIT=1.32.0,1.32.1 (names from `restartbench targets`) selects Unit builds instead of TARGET
+#   UNIT=1.32.0,1.32.1 (names from `restartbench targets`) selects Unit builds instead of TARGET;
+#   UNITS=path/to/units.toml says where they are listed (exported as RESTARTBENCH_UNITS)
 #   SCENARIO=mixed or a list; several targets, arches or scenarios make a matrix run
 TARGET        ?= wasmtime
 DURATION      ?= 40s
@@ -16,6 +17,10 @@ ARCH          ?=
 UNIT          ?=
 SCENARIO      ?=
 BENCH_ARGS    ?=
+UNITS         ?=
+ifneq ($(UNITS),)
+export RESTARTBENCH_UNITS := $(abspath $(UNITS))
+endif
 
 comma := ,
 empty :=

@@ -373,9 +373,20 @@ def _app_sample_stats(census: Census, app: np.ndarray) -> tuple[np.ndarray, np.n
     return n_app, min_born, min_gen
 
 
+def full_samples(census: Census, name: str) -> pd.DataFrame:
+    """``t`` and the tree total ``name`` of the samples that have it, restricted to the census's
+    full samples (those with ``tcp_fds``: one taken at each restart mark, just before the restart
+    is sent, and every ``tcp_every`` rounds) when the run has them. A round of the census thread
+    can straddle a restart on a busy machine (its rows carry the round's start time), so only the
+    mark's own sample is sure to show the tree as it was before the restart."""
+    cols = census.totals[list(dict.fromkeys(["t", name, "tcp_fds"]))].dropna(subset=[name])
+    full = cols[cols["tcp_fds"].notna()]
+    return (full if len(full) else cols)[["t", name]]
+
+
 def values_before(census: Census, name: str, times: np.ndarray) -> np.ndarray:
-    """The tree total ``name`` in the last sample (with a value) strictly before each time."""
-    series = census.totals[["t", name]].dropna()
+    """The tree total ``name`` in the last full sample (``full_samples``) strictly before each time."""
+    series = full_samples(census, name)
     t = series["t"].to_numpy()
     k = np.searchsorted(t, times, side="left") - 1
     out = np.full(len(times), np.nan)
@@ -414,7 +425,7 @@ def retention(census: Census, windows: Windows, before: pd.DataFrame,
     out: dict[str, Any] = {"idle": {}, "end": {}, "end_loaded": {}, "slope_per_restart": {},
                            "points": {}}
     for name in ("processes", *TREE_METRICS, *DERIVED_METRICS):
-        series = census.totals[["t", name]].dropna()
+        series = full_samples(census, name)
         t = series["t"].to_numpy()
         v = series[name].to_numpy(dtype="float64")
         k = int(np.searchsorted(t, idle_t, side="left")) - 1

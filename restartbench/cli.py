@@ -446,13 +446,16 @@ def _after_matrix(result) -> int:
     if result.table is not None:
         console.print(analysis.render_compare(result.table))
         console.print(analysis.render_gate(result.verdict))
-    cells = Table(title="cells", title_justify="left")
-    for col in ("#", "cell", "status", "wall", "run directory / reason"):
+    cells = Table(title="cells: the gate's verdict on each", title_justify="left")
+    for col in ("#", "cell", "status", "gate", "failed checks", "wall", "run directory / reason"):
         cells.add_column(col, overflow="fold")
     for n, r in enumerate(result.results, 1):
         style = "green" if r.ok else "red"
-        cells.add_row(str(n), r.cell.label, f"[{style}]{r.status}[/]", f"{r.wall_s:.0f} s",
-                      str(r.path or "") + (f"\n{r.reason}" if r.reason else ""))
+        failed = [row.check for row in (result.verdict.failures() if result.verdict else [])
+                  if r.path and row.scope == r.path.name]
+        gate = "-" if not r.ok or result.verdict is None else ("[red]FAIL[/]" if failed else "[green]pass[/]")
+        cells.add_row(str(n), r.cell.label, f"[{style}]{r.status}[/]", gate, ", ".join(failed),
+                      f"{r.wall_s:.0f} s", str(r.path or "") + (f"\n{r.reason}" if r.reason else ""))
     console.print(cells)
     if result.path and (result.path / "report.html").exists():
         console.print(f"report: {result.path / 'report.html'}")

@@ -35,11 +35,12 @@ def test_clean_run_passes(tmp_path):
     assert {r.verdict for r in result.rows} == {"pass", "skip"}
     assert [r.check for r in result.rows] == [
         "run completed", "lingering", "window timeout rate", "every restart recovers",
-        "recovery p95", "RSS growth per restart", "fd growth per restart", "process crashes",
-        "shutdown hang", "processes outliving the stop", "requests/connections stuck at idle"]
+        "recovery p95", "RSS growth per restart", "fd growth per restart", "crashes while serving",
+        "restarts whose old processes crashed",
+        "shutdown hang", "processes outliving the stop", "requests stuck at idle"]
     # a host without a log of its processes' exits or /status counters: those two are not judged
     assert {r.check for r in result.rows if r.verdict == "skip"} == {
-        "process crashes", "requests/connections stuck at idle"}
+        "crashes while serving", "restarts whose old processes crashed", "requests stuck at idle"}
 
 
 def test_injected_faults_fail_the_right_checks(tmp_path):

@@ -251,3 +251,59 @@ def test_exit_line_shapes():
     crashes = unit_checks.crash_summary(exits, 1)
     assert crashes["total"] == 4 and crashes["per_restart"] == [3] and crashes["shutdown"] == 1
     assert crashes["nonzero_exits"] == 1
+
+
+# -- a real run of every declared Unit build, judged by the gate (conftest.unit_install) ------------
+
+@pytest.mark.unit
+def test_real_unit_run_verdict(unit_install, tmp_path):
+    """The default load, three restarts 4 s apart: 1.32.0 fails the gate, naming why; a fixed
+    build passes. Generations are exact, every process is accounted for, nothing is left."""
+    from conftest import has_restart_bug
+
+    from analysis import evaluate, summarize
+    from restartbench import RunConfig, read_run, run, scenarios
+
+    sc = scenarios.from_dict({"duration": "15s", "warmup": "3s", "cooldown": "4s", "restart_every": "4s",
+                              "grace": "3s", "window": "3s"})
+    outcome = run(RunConfig(target=f"unit@{unit_install.name}", scenario=sc, results_root=tmp_path))
+    assert outcome.status == "complete", outcome.meta.get("reason")
+    r = read_run(outcome.path)
+    procs_ = r.processes()
+    assert {"main", "controller", "router", "prototype", "app"} <= set(procs_["role"].astype(str))
+    restarts = r.restarts()
+    assert len(restarts) >= 2 and (restarts["http_status"] == 200).all()
+    # generations: by the census's marks (t_sent, last pid) — a process born after a mark is newer
+    marks = r.meta["census"]["marks"]
+    first = procs_.drop_duplicates("pid")
+    for _, p in first.iterrows():
+        newer = sum(1 for t, last in marks if p.born >= t or (p.born > t - 0.01 and p.pid > last))
+        assert p.generation == newer, (p.pid, p.role, p.born, marks)
+    summary = summarize(r)
+    result = evaluate([r])
+    failed = {row.check: row for row in result.failures()}
+    if has_restart_bug(unit_install):
+        assert result.exit_code == 1, result.frame().to_string()
+        assert "shutdown hang" in failed                     # its old app processes never exit
+        assert {"restarts whose old processes crashed", "lingering"} & set(failed)
+        why = " ".join(row.note for row in failed.values())
+        assert "did not exit" in why and ("crashed instead of exiting" in why or "still running" in why)
+    else:
+        assert result.exit_code == 0, [(f.check, f.value, f.note) for f in result.failures()]
+        assert [x["lingering"] for x in summary["restarts"]] == [0] * len(restarts)
+        assert summary["unit"]["shutdown"]["hang"] is False and not r.meta["survivors"]
+    born = dict(zip(first["pid"], first["born"]))
+    assert not [pid for pid in born if _same_process_alive(int(pid), born[pid], r.meta)]
+
+
+def _same_process_alive(pid: int, born: float, meta: dict) -> bool:
+    """Is the process the census saw as ``pid`` (born at ``born`` s since t0) still alive (not a
+    zombie)? A recycled pid with another birth time is another process."""
+    import psutil
+
+    try:
+        p = psutil.Process(pid)
+        started = p.create_time() - meta["t0_wall"]
+        return abs(started - born) < 1.0 and p.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
