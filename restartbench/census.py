@@ -206,7 +206,7 @@ class Census:
     role: Callable[[str], str]
     t0: float
     interval_s: float = 0.1
-    uss_every: int = 10
+    uss_every: int = 20
     tcp_every: int = 20
     status: Callable[[], dict[str, float]] | None = None
     status_every: int = 5
@@ -379,9 +379,10 @@ class Census:
     def frame(self) -> pd.DataFrame:
         """All samples so far, in the processes.parquet contract."""
         cols = list(results.PROCESS_COLUMNS)
-        return results.conform(pd.DataFrame(self._rows, columns=cols), results.PROCESS_COLUMNS)
+        rows = list(self._rows)            # a snapshot: the census thread may be appending
+        return results.conform(pd.DataFrame(rows, columns=cols), results.PROCESS_COLUMNS)
 
     def status_frame(self) -> pd.DataFrame:
         """Host counters sampled so far, in the status.parquet contract."""
-        return results.conform(pd.DataFrame(self._status_rows, columns=["t", "key", "value"]),
+        return results.conform(pd.DataFrame(list(self._status_rows), columns=["t", "key", "value"]),
                                results.STATUS_COLUMNS)

@@ -11,13 +11,16 @@ import pytest
 from restartbench import procs
 from restartbench.census import Census
 
-# A parent that starts two "app" children at once, one more after 0.6 s, leaves one child
-# unreaped (a zombie) and keeps the first children alive (they "linger" past the restart).
+# A parent that starts two "app" children at once, one more once the test has marked a restart
+# (the file argv[1] exists), leaves one child unreaped (a zombie) and keeps the first children alive
+# (they "linger" past the restart).
 TREE = textwrap.dedent("""
     import os, subprocess, sys, time
     py = sys.executable
     old = [subprocess.Popen([py, "-c", "import time; time.sleep(30)", "role=app"]) for _ in range(2)]
-    time.sleep(0.6)
+    deadline = time.monotonic() + 20
+    while not os.path.exists(sys.argv[1]) and time.monotonic() < deadline:
+        time.sleep(0.01)
     new = subprocess.Popen([py, "-c", "import time; time.sleep(30)", "role=app"])
     z = subprocess.Popen([py, "-c", "import time; time.sleep(0.3)", "role=zombie"])  # never waited for
     time.sleep(30)
@@ -33,34 +36,48 @@ def role(title: str) -> str:
 
 
 @pytest.fixture
-def tree():
-    proc = procs.spawn([sys.executable, "-c", TREE])
+def tree(tmp_path):
+    go = tmp_path / "restarted"
+    proc = procs.spawn([sys.executable, "-c", TREE, str(go)])
+    proc.go = go
     yield proc
     procs.stop_group(proc, 1.0)
+
+
+def _last(census: Census):
+    df = census.frame()
+    return df[df.t == df.t.max()] if len(df) else df
 
 
 def test_census_roles_generations_zombie_and_lingering(tree):
     t0 = time.monotonic()
     census = Census(roots=lambda: [tree.pid], role=role, t0=t0, interval_s=0.05)
     census.start()
-    time.sleep(0.4)
-    census.note_restart(time.monotonic() - t0)       # "restart" between the first and second births
-    time.sleep(1.2)
-    census.stop()
+    try:
+        assert procs.wait_until(lambda: (_last(census).role == "app").sum() == 2, 20, 0.02)
+        census.note_restart(time.monotonic() - t0)   # "restart" between the first and second births
+        tree.go.touch()
+        assert procs.wait_until(lambda: set(_last(census).state) >= {"zombie"}
+                                and (_last(census).role == "app").sum() == 3, 20, 0.02)
+        rounds = census.rounds
+        assert procs.wait_until(lambda: census.rounds >= rounds + 21, 10, 0.02)   # a full sample more
+    finally:
+        census.stop()
     df = census.frame()
-    last = df[df.t == df.t.max()]
+    last = _last(census)
     assert set(last.role) == {"main", "app", "other"}
     apps = last[last.role == "app"]
     assert sorted(apps.generation.tolist()) == [0, 0, 1]            # two old, one new
     assert (apps.ppid == tree.pid).all()
     zombie = last[last.role == "other"]
     assert zombie.state.tolist() == ["zombie"]
-    # the two generation-0 app processes are still alive after the restart: lingering
-    lingering = last[(last.role == "app") & (last.born < census.restarts[0])]
+    # the two generation-0 app processes are still alive after the restart: lingering (by the
+    # exact generation: the clock alone can put the third child's birth before the mark)
+    lingering = last[(last.role == "app") & (last.generation == 0)]
     assert len(lingering) == 2
     assert (apps.rss > 0).all() and (apps.num_fds > 0).all() and (apps.num_threads >= 1).all()
-    assert df.uss.notna().any() and df.uss.isna().any()              # USS sampled every Nth round
-    assert census.rounds >= 20
+    assert df.uss.notna().any() and df.uss.isna().any()              # USS in full samples only
+    assert df.tcp_fds.notna().any() and df.tcp_fds.isna().any()
 
 
 def test_census_keeps_watching_reparented_descendants():
