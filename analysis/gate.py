@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -332,7 +333,7 @@ def host_checks(result: GateResult, run: Run, s: dict[str, Any], limits: dict[st
     sent = (s.get("phases", {}).get("windows") or {}).get("requests") or 0
     measured = unit.get("applicable") and idle.get("stuck") is not None
     check("requests stuck at idle", "stuck_at_idle_share_max", stuck / sent if measured and sent else None,
-          f"{stuck} ({stuck / sent:.2%} of window requests)" if measured and sent else "–",
+          f"{stuck} ({stuck / sent:.3%} of window requests)" if measured and sent else "–",
           "Unit's /status after the load ended still counts " +
           ", ".join(f"{k} = {v:g}" for k, v in held.items()) +
           ": requests never answered, connections never closed",
@@ -447,6 +448,12 @@ def _effect(effect: float) -> str:
 STYLE = {"pass": "green", "fail": "bold red", "skip": "yellow"}
 
 
+def _short(scope: str) -> str:
+    """A run id without its timestamp (``unit-1.32.0-x86_64-periodic-restart-813a``), for the scope
+    column of a table over several runs."""
+    return re.sub(r"^\d{8}-\d{6}-", "", scope)
+
+
 def render(result: GateResult) -> Table:
     """The gate's rows as a rich Table, verdict coloured; the caption states the outcome."""
     verdict = "PASS" if result.passed else f"FAIL ({len(result.failures())} check(s))"
@@ -457,7 +464,7 @@ def render(result: GateResult) -> Table:
     for name in ("check",) + (() if single else ("scope",)) + ("value", "limit", "verdict", "note"):
         table.add_column(name, overflow="fold", no_wrap=name == "scope")
     for r in result.rows:
-        cells = [r.check] + ([] if single else [r.scope]) + [r.value, r.limit,
+        cells = [r.check] + ([] if single else [_short(r.scope)]) + [r.value, r.limit,
                                                              Text(r.verdict, style=STYLE[r.verdict]), Text(r.note)]
         table.add_row(*cells)
     return table
