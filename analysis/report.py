@@ -16,7 +16,7 @@ from restartbench.results import Run, write_atomic
 from . import plots
 from .compare import HEADLINE, compare_summaries, fmt, load_runs
 from .gate import GateResult
-from .summary import analyze
+from .summary import analyze, with_host_checks
 
 CSS = """
 body { font: 14px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
@@ -47,7 +47,7 @@ def write_report(runs: Sequence[Run | Path | str], out_path: Path | str,
                  grace_s: float | None = None, title: str = "restartbench report") -> Path:
     """Write the report for ``runs`` to ``out_path`` (atomically) and return the path."""
     analyses = [analyze(run, window_s=window_s, grace_s=grace_s) for run in load_runs(runs)]
-    summaries = [(a.run, a.summary()) for a in analyses]
+    summaries = [(a.run, with_host_checks(a.run, a.summary(), grace_s)) for a in analyses]
     parts = [f"<h1>{escape(title)}</h1>",
              f'<p class="meta">{len(analyses)} run(s); generated '
              f'{_dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")}</p>']

@@ -200,6 +200,12 @@ def summarize(run: Run, window_s: float | None = None, grace_s: float | None = N
     else 5 s; ``options``: warmup_s, app_roles, timeout_s (see ``analyze``). A Unit run also gets
     ``unit``: the Unit-specific checks of ``unit_checks.check_run``."""
     summary = analyze(run, window_s=window_s, grace_s=grace_s, **options).summary()
+    return with_host_checks(run, summary, grace_s)
+
+
+def with_host_checks(run: Run, summary: dict[str, Any], grace_s: float | None = None) -> dict[str, Any]:
+    """``summary`` plus what a host's own reports add: for a Unit run ``unit`` (the checks of
+    ``unit_checks.check_run``), each restart's ``crashes`` and the run's ``overall.crashes``."""
     if (run.meta.get("target") or {}).get("kind") == "unit":
         from .unit_checks import check_run
 
