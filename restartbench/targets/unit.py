@@ -34,6 +34,10 @@ Shutdown never hangs the suite: SIGTERM to main, a bounded wait, then SIGKILL fo
 and for every process of the tree ever seen that left it. A main still alive after the wait is the
 known Unit shutdown hang: recorded as a ``stop_hang`` finding; every survivor is recorded.
 
+Unit's log gets the orchestrator's own lines (``results.log_mark``): ``restart <i>: <kind>`` just
+before each action is sent, ``stop: SIGTERM`` and ``stop: SIGKILL`` before each signal, so that the
+analysis knows which restart every crash or alert followed (the log's own times are whole seconds).
+
 Under emulation (qemu-user) process titles are qemu's command line, so roles are ``other``.
 """
 
