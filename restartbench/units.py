@@ -205,8 +205,10 @@ def _entry(item: dict, path: Path, lines: list[str], begin: int, end: int) -> En
 
 
 def _path(value: str, base: Path) -> Path:
+    """``value`` as an absolute path, relative ones taken from ``base`` (the units.toml's dir):
+    the host runs with its own work dir as cwd."""
     p = Path(value).expanduser()
-    return p if p.is_absolute() else (base / p)
+    return p if p.is_absolute() else Path(os.path.abspath(base / p))
 
 
 def _key_line(lines: list[str], key: str, begin: int, end: int) -> int:

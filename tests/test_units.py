@@ -265,3 +265,17 @@ def test_real_unit_resolves():
     assert inst.arch == installations.elf_arch(inst.executable)
     assert installations.resolve(f"unit@{inst.name}").executable == inst.executable
     assert os.access(inst.executable, os.X_OK)
+
+
+def test_a_relative_registry_path_gives_absolute_executables(tmp_path, monkeypatch):
+    """RESTARTBENCH_UNITS=../x/units.toml with relative paths inside: the host runs from its own
+    work dir, so every path must come out absolute."""
+    (tmp_path / "reg").mkdir()
+    (tmp_path / "reg" / "units.toml").write_text('[[unit]]\nname = "a"\nunitd = "builds/a/sbin/unitd"\n'
+                                                 'modules = "builds/a/modules"\n')
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
+    monkeypatch.setenv(units.REGISTRY_ENV, "../reg/units.toml")
+    (entry,) = units.load_registry(units.registry_path())
+    assert entry.unitd.is_absolute() and entry.unitd == tmp_path / "reg" / "builds" / "a" / "sbin" / "unitd"
+    assert entry.modules.is_absolute()
