@@ -279,30 +279,29 @@ def crash_summary(exits: pd.DataFrame, n_restarts: int) -> dict[str, Any]:
     ``serving`` (everything else, the shutdown included). ``per_restart[i]``: crashes after
     restart i's mark (before the next); ``leaving_restarts``: restarts at which a replaced process
     crashed. Also the non-zero exit codes."""
-    empty = pd.Series(dtype="int64")
-    crashed = exits[exits["signal"].notna() & (exits["phase"] != "killed")] if len(exits) else exits
-    restart = pd.to_numeric(crashed["restart"], errors="coerce") if len(crashed) else empty
-    gen = pd.to_numeric(crashed["generation"], errors="coerce") if len(crashed) else empty
-    leaving = (crashed["phase"] == "run") & restart.notna() & gen.notna() & (gen <= restart) \
-        if len(crashed) else pd.Series(dtype=bool)
-    in_run = crashed[crashed["phase"] == "run"] if len(crashed) else crashed
-    per = in_run["restart"].dropna().astype(int).value_counts() if len(in_run) else empty
-    left = crashed[leaving]["restart"].dropna().astype(int).unique() if len(crashed) else []
-    bad_code = exits[exits["code"].fillna(0).astype(int) != 0] if len(exits) else exits
-    by = (crashed["role"].astype(str) + " " + crashed["signal_name"].astype(str)).value_counts() \
-        if len(crashed) else empty
+    if not len(exits):
+        exits = pd.DataFrame(columns=list(exits.columns) or ["signal", "code", "phase", "restart",
+                                                             "generation", "role", "signal_name"])
+    crashed = exits[exits["signal"].notna() & (exits["phase"] != "killed")].copy()
+    restart = pd.to_numeric(crashed["restart"], errors="coerce")
+    gen = pd.to_numeric(crashed["generation"], errors="coerce")
+    crashed["leaving"] = (crashed["phase"] == "run") & restart.notna() & gen.notna() & (gen <= restart)
+    in_run = crashed[crashed["phase"] == "run"]
+    per = in_run["restart"].dropna().astype(int).value_counts()
+    bad_code = exits[pd.to_numeric(exits["code"], errors="coerce").fillna(0) != 0]
+    by = (crashed["role"].astype(str) + " " + crashed["signal_name"].astype(str)).value_counts()
+    cols = ["pid", "role", "generation", "restart", "phase", "line"]
     return {"total": int(len(crashed)),
-            "serving": int((~leaving).sum()) if len(crashed) else 0,
-            "leaving": int(leaving.sum()) if len(crashed) else 0,
-            "leaving_restarts": sorted(int(r) for r in left),
-            "steady": int((crashed["restart"].isna() & (crashed["phase"] == "run")).sum()) if len(crashed) else 0,
-            "shutdown": int((crashed["phase"] == "shutdown").sum()) if len(crashed) else 0,
+            "serving": int((~crashed["leaving"]).sum()),
+            "leaving": int(crashed["leaving"].sum()),
+            "leaving_restarts": sorted(int(r) for r in crashed[crashed["leaving"]]["restart"].dropna().unique()),
+            "steady": int((in_run["restart"].isna()).sum()),
+            "shutdown": int((crashed["phase"] == "shutdown").sum()),
             "by_kind": {str(k): int(v) for k, v in by.items()},
             "per_restart": [int(per.get(i, 0)) for i in range(n_restarts)],
             "nonzero_exits": int(len(bad_code)),
-            "examples": _records(crashed.head(EXAMPLES).assign(leaving=leaving.head(EXAMPLES))[
-                ["pid", "role", "generation", "signal_name", "restart", "phase", "leaving", "line"]])
-            + _records(bad_code.head(5)[["pid", "role", "generation", "code", "restart", "phase", "line"]])}
+            "examples": _records(crashed.head(EXAMPLES)[cols[:3] + ["signal_name"] + cols[3:5] + ["leaving", "line"]])
+            + _records(bad_code.head(5).reindex(columns=cols[:3] + ["code"] + cols[3:]))}
 
 
 def _seconds_since(ts: pd.Series, t0_wall: float | None) -> pd.Series:
