@@ -160,7 +160,8 @@ class WasmtimeTarget:
             flags += list(EMULATED_FLAGS)
         for key, value in sorted(self.env.items()):
             flags += ["--env", f"{key}={value}"]
-        return self.installation.command("serve", "--addr", f"{self.host}:{self.port}", *flags,
+        host = f"[{self.host}]" if ":" in self.host else self.host      # wasmtime wants [::1]:PORT
+        return self.installation.command("serve", "--addr", f"{host}:{self.port}", *flags,
                                          str(self.component))
 
     def _launch(self) -> None:
