@@ -376,7 +376,7 @@ def _app_sample_stats(census: Census, app: np.ndarray) -> tuple[np.ndarray, np.n
 def full_samples(census: Census, name: str) -> pd.DataFrame:
     """``t`` and the tree total ``name`` of the samples that have it, restricted to the census's
     full samples (those with ``tcp_fds``: one taken at each restart mark, just before the restart
-    is sent, and every ``tcp_every`` rounds) when the run has them. A round of the census thread
+    is sent, and every ``full_every`` rounds) when the run has them. A round of the census thread
     can straddle a restart on a busy machine (its rows carry the round's start time), so only the
     mark's own sample is sure to show the tree as it was before the restart."""
     cols = census.totals[list(dict.fromkeys(["t", name, "tcp_fds"]))].dropna(subset=[name])

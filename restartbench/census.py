@@ -14,9 +14,9 @@ Cost (benchmarks/overhead.py): a round reads ``/proc`` directly, only for the ho
 one ``stat`` read and one ``fd`` listing per process, and its children from
 ``/proc/<pid>/task/<tid>/children`` (no scan of every process on the machine); a full scan of
 ``/proc`` runs every ``rescan_every`` rounds as a safety net (and every round on a kernel without
-that file). psutil is kept for what is rare: a new process's title, USS every ``uss_every`` rounds. Every
-``tcp_every`` rounds, and in a sample taken at each restart mark just before the restart is sent,
-the census also counts each process's TCP sockets (``tcp_fds``: readlink of its fds against
+that file). psutil is kept for what is rare: a new process's title and, in *full* samples, USS.
+A full sample (every ``full_every`` rounds, and one taken at each restart mark just before the
+restart is sent) also counts each process's TCP sockets (``tcp_fds``: readlink of its fds against
 /proc/net/tcp{,6}, ~5 ms), so that fd retention can leave out client connections, which come and
 go with the load, and is measured exactly before each restart.
 """
@@ -167,15 +167,11 @@ def tcp_inodes() -> set[bytes]:
     return out
 
 
-def tcp_fds(pid: int, inodes: set[bytes]) -> float:
-    """How many of ``pid``'s open fds are TCP sockets (NaN if they cannot be read)."""
+def tcp_fds(pid: int, fds: list[str], inodes: set[bytes]) -> float:
+    """How many of ``pid``'s open fds (``fds``: the names in its /proc fd dir) are TCP sockets."""
     base = f"/proc/{pid}/fd"
-    try:
-        names = os.listdir(base)
-    except OSError:
-        return float("nan")
     n = 0
-    for fd in names:
+    for fd in fds:
         try:
             link = os.readlink(f"{base}/{fd}")
         except OSError:
@@ -197,21 +193,20 @@ class Census:
 
     ``roots`` returns the host's top-level pids now (a restart by process replacement changes
     them); ``role`` maps a process title to a role; ``status`` (optional) returns host counters
-    sampled every ``status_every`` rounds. USS (costly: reads smaps) is sampled every ``uss_every``
-    rounds. Processes once seen stay watched until they exit, so descendants reparented away from
-    the tree (to init) are still counted.
+    sampled every ``status_every`` rounds. USS (costly: reads smaps) and TCP sockets are sampled
+    in full samples only (every ``full_every`` rounds, and at each restart mark). Processes once
+    seen stay watched until they exit, so descendants reparented away from the tree (to init) are
+    still counted.
     """
 
     roots: Callable[[], Iterable[int]]
     role: Callable[[str], str]
     t0: float
     interval_s: float = 0.1
-    uss_every: int = 20
-    tcp_every: int = 20
+    full_every: int = 20
     status: Callable[[], dict[str, float]] | None = None
     status_every: int = 5
-    restarts: list[float] = field(default_factory=list)   # t_sent of each restart, s since t0
-    marks: list[Mark] = field(default_factory=list)        # the same, with the last pid at each
+    marks: list[Mark] = field(default_factory=list)        # each restart: t_sent (s since t0), last pid
     last_count: int = 0          # processes in the latest sample
     _rows: list[tuple] = field(default_factory=list, repr=False)
     _status_rows: list[tuple] = field(default_factory=list, repr=False)
@@ -221,7 +216,6 @@ class Census:
     _stop: threading.Event = field(default_factory=threading.Event, repr=False)
     _thread: threading.Thread | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-    _inodes: set[bytes] | None = field(default=None, repr=False)
     _sampling: threading.Lock = field(default_factory=threading.Lock, repr=False)
     rounds: int = 0
     busy_s: float = 0.0          # wall time spent sampling
@@ -235,14 +229,18 @@ class Census:
             self.sample(detail=True)
         mark = Mark(t_sent, last_pid())
         with self._lock:
-            bisect.insort(self.restarts, t_sent)
             bisect.insort(self.marks, mark, key=lambda m: m.t)
+
+    @property
+    def restarts(self) -> list[float]:
+        """``t_sent`` of each restart noted, s since t0, in order."""
+        return [m.t for m in self.marks]
 
     def generation(self, born: float, pid: int | None = None) -> int:
         """How many restarts had been sent when the process ``pid`` born at ``born`` (s since t0,
         as the kernel's starttime gives it) started; exact with ``pid`` (see ``Mark.after``)."""
         with self._lock:
-            marks = self.marks or [Mark(t) for t in self.restarts]
+            marks = list(self.marks)
             # every mark more than a tick before the birth counts; the rest are decided one by one
             n = bisect.bisect_right(marks, born - _TICK_S, key=lambda m: m.t)
             while n < len(marks) and marks[n].after(born, pid):
@@ -275,16 +273,15 @@ class Census:
                 return
 
     def sample(self, detail: bool = False) -> None:
-        """Take one sample of every live process of the host now (``detail``: with USS and TCP
-        sockets, else those every ``uss_every`` / ``tcp_every`` rounds). Thread-safe."""
+        """Take one sample of every live process of the host now; a full one (USS, TCP sockets)
+        with ``detail`` and every ``full_every`` rounds. Thread-safe."""
         with self._sampling:
             self._sample(detail)
 
     def _sample(self, detail: bool) -> None:
         t_begin = time.monotonic()
         cpu_begin = time.thread_time()
-        with_uss = detail or self.rounds % self.uss_every == 0
-        with_tcp = detail or self.rounds % self.tcp_every == 0
+        full = detail or self.rounds % self.full_every == 0
         t = t_begin - self.t0
         todo = list(dict.fromkeys([*self.roots(), *self._seen]))
         if not _HAS_CHILDREN_FILE or self.rounds % self.rescan_every == 0:
@@ -292,13 +289,13 @@ class Census:
             todo.extend(_descendants(set(todo)))
         done: set[int] = set()
         count = 0
-        self._inodes = tcp_inodes() if with_tcp else None
+        inodes = tcp_inodes() if full else None
         while todo:                               # the roots, every process seen, and their descendants
             pid = todo.pop()
             if pid in done:
                 continue
             done.add(pid)
-            row, threads = self._row(pid, t, with_uss, with_tcp)
+            row, threads = self._row(pid, t, inodes)
             if row is None:
                 continue
             self._rows.append(row)
@@ -316,8 +313,9 @@ class Census:
         self.busy_s += time.monotonic() - t_begin
         self.cpu_s += time.thread_time() - cpu_begin
 
-    def _row(self, pid: int, t: float, with_uss: bool, with_tcp: bool) -> tuple[tuple | None, int]:
-        """One sample row of ``pid`` (None if it is gone) and its thread count (0 for a zombie)."""
+    def _row(self, pid: int, t: float, inodes: set[bytes] | None) -> tuple[tuple | None, int]:
+        """One sample row of ``pid`` (None if it is gone) and its thread count (0 for a zombie);
+        a full one (USS, TCP sockets among its fds) when given the TCP ``inodes``."""
         f = _read_stat(pid)
         if f is None or len(f) < 22:
             self._forget(pid)
@@ -342,23 +340,23 @@ class Census:
             return (t, pid, int(f[1]), self.role(title), self.generation(born, pid), 0, float("nan"),
                     0, 0, 0.0, state, born, title, float("nan")), 0
         try:
-            fds = len(os.listdir(f"/proc/{pid}/fd"))
+            fds = os.listdir(f"/proc/{pid}/fd")
         except (FileNotFoundError, ProcessLookupError):
             self._forget(pid)
             return None, 0
         except PermissionError:
-            fds = 0
+            fds = None
         uss = tcp = float("nan")
-        if with_uss:
+        if inodes is not None:
             try:
                 uss = float(p.memory_full_info().uss)
             except (psutil.AccessDenied, psutil.ZombieProcess, psutil.NoSuchProcess):
                 pass
-        if with_tcp:
-            tcp = tcp_fds(pid, self._inodes or set())
+            if fds is not None:
+                tcp = tcp_fds(pid, fds, inodes)
         threads = int(f[17])
         return (t, pid, int(f[1]), self.role(title), self.generation(born, pid), int(f[21]) * _PAGE, uss,
-                fds, threads, (int(f[11]) + int(f[12])) / _CLK_TCK, state, born, title, tcp), threads
+                len(fds or ()), threads, (int(f[11]) + int(f[12])) / _CLK_TCK, state, born, title, tcp), threads
 
     def _forget(self, pid: int) -> None:
         self._seen.pop(pid, None)

@@ -145,7 +145,6 @@ def test_generation_in_the_tick_before_a_mark_is_decided_by_pid():
 
     c = Census(roots=lambda: [], role=role, t0=0.0)
     c.marks.append(Mark(1.0, last_pid=5000))
-    c.restarts.append(1.0)
     assert c.generation(0.995, 5001) == 1       # same tick, later pid: born after the mark
     assert c.generation(0.995, 4999) == 0       # same tick, earlier pid: before
     assert c.generation(0.985, 9999) == 0       # more than a tick before: before, whatever the pid
