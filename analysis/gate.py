@@ -226,14 +226,7 @@ def check_run(result: GateResult, run: Run, s: dict[str, Any], limits: dict[str,
     timing_note = "emulated run: timings are the emulator's" if emulated else ""
 
     def upper(check: str, key: str, value: Any, unit: str, skip_note: str, note: str = "") -> None:
-        limit = limits.get(key)
-        if limit is False:
-            result.add(check, scope, fmt(value, unit), "off", "skip", "disabled in the limits file")
-        elif value is None:
-            result.add(check, scope, "–", f"≤ {fmt(limit, unit)}", "skip", skip_note)
-        else:
-            verdict = "pass" if value <= limit else "fail"
-            result.add(check, scope, fmt(value, unit), f"≤ {fmt(limit, unit)}", verdict, note)
+        upper_limit(result, scope, check, limits.get(key), value, unit, skip_note, note=note)
 
     if limits.get("run_completed"):
         status = s["run"]["status"]
@@ -301,15 +294,7 @@ def host_checks(result: GateResult, run: Run, s: dict[str, Any], limits: dict[st
 
     def check(name: str, key: str, value: float | None, shown: str, note: str, skip_note: str = "",
               unit_: str = "count") -> None:
-        limit = limits.get(key)
-        if limit is False:
-            result.add(name, scope, shown if value is not None else "–", "off", "skip", "disabled in the limits file")
-        elif value is None:
-            result.add(name, scope, "–", f"≤ {fmt(limit, unit_)}", "skip", skip_note)
-        else:
-            bad = value > limit
-            result.add(name, scope, shown, f"≤ {fmt(limit, unit_)}", "fail" if bad else "pass",
-                       note if bad else "")
+        upper_limit(result, scope, name, limits.get(key), value, unit_, skip_note, fail_note=note, shown=shown)
 
     crashes = unit.get("crashes") if unit.get("applicable") else None
     measured = bool(crashes and crashes.get("measured"))
@@ -386,6 +371,22 @@ def _crash_note(crashes: dict[str, Any], leaving: bool) -> str:
     said = mine[0]["line"].split("] ", 1)[-1]
     return f'{where}; Unit logged "{said}"'
 
+
+
+def upper_limit(result: GateResult, scope: str, check: str, limit: Any, value: Any, unit: str,
+                skip_note: str, note: str = "", fail_note: str = "", shown: str | None = None) -> None:
+    """One ``value ≤ limit`` row: skipped when the limit is ``False`` (off) or the value unknown.
+    ``note`` goes on every judged row, ``fail_note`` only on a failing one; ``shown`` is the value
+    as displayed (default: formatted in ``unit``)."""
+    text = "–" if value is None else (shown if shown is not None else fmt(value, unit))
+    if limit is False:
+        result.add(check, scope, text, "off", "skip", "disabled in the limits file")
+    elif value is None:
+        result.add(check, scope, "–", f"≤ {fmt(limit, unit)}", "skip", skip_note)
+    else:
+        bad = value > limit
+        result.add(check, scope, text, f"≤ {fmt(limit, unit)}", "fail" if bad else "pass",
+                   note + (fail_note if bad else ""))
 
 
 def _which(restarts: list[dict[str, Any]], bad: Any, what: str) -> str:
