@@ -149,18 +149,16 @@ def overall(a: Analysis, unplaced: int = 0) -> dict[str, Any]:
         "after_timeout_rate": a.phases["after"]["timeout_rate"],
         "after_error_rate": a.phases["after"]["error_rate"],
         "rss_slope": a.retention["slope_per_restart"]["rss"],
-        "fd_slope": fd_slope(a.retention),
-        "fd_slope_of": "fds_held" if a.retention["points"]["fds_held"] >= 2 else "num_fds",
+        "fd_slope_of": fd_slope_of(a.retention),
+        "fd_slope": a.retention["slope_per_restart"][fd_slope_of(a.retention)],
     })
     return out
 
 
-def fd_slope(retention: dict[str, Any]) -> float:
-    """Open fds retained per restart: of the fds other than TCP sockets (``fds_held``: client
-    connections follow the load, not the restarts) when the census counted those, else of all."""
-    if retention["points"]["fds_held"] >= 2:
-        return retention["slope_per_restart"]["fds_held"]
-    return retention["slope_per_restart"]["num_fds"]
+def fd_slope_of(retention: dict[str, Any]) -> str:
+    """Which fd total the retained-fds slope is of: the fds other than TCP sockets (``fds_held``:
+    client connections follow the load, not the restarts) when the census counted those, else all."""
+    return "fds_held" if retention["points"]["fds_held"] >= 2 else "num_fds"
 
 
 def _max(values: np.ndarray) -> float:
