@@ -70,10 +70,10 @@ def check_run(run: results.Run, grace_s: float | None = None) -> dict[str, Any]:
     per_restart = restart_checks(procs, restarts, grace, idle_from)
     idle = idle_checks(procs, run.host_status(), idle_from)
     log = run.path / "host.log"
-    alerts = classify_alerts(log.read_text(errors="replace") if log.is_file() else "",
-                             run.meta.get("t0_wall"), restarts["t_sent"])
+    text = log.read_text(errors="replace") if log.is_file() else ""
+    alerts = classify_alerts(text, run.meta.get("t0_wall"), restarts["t_sent"])
     shutdown = shutdown_checks(run.meta)
-    exits = process_exits(log.read_text(errors="replace") if log.is_file() else "", procs)
+    exits = process_exits(text, procs)
     crashes = crash_summary(exits, len(restarts)) | {"measured": log.is_file()}
     per_restart["crashes"] = pd.array(crashes.pop("per_restart"), dtype="Int64")
     found = findings(per_restart, idle, alerts, shutdown, crashes)
