@@ -449,10 +449,10 @@ def _after_matrix(result) -> int:
     cells = Table(title="cells: the gate's verdict on each", title_justify="left")
     for col in ("#", "cell", "status", "gate", "failed checks", "wall", "run directory / reason"):
         cells.add_column(col, overflow="fold")
+    failures = result.verdict.failures() if result.verdict else []
     for n, r in enumerate(result.results, 1):
         style = "green" if r.ok else "red"
-        failed = [row.check for row in (result.verdict.failures() if result.verdict else [])
-                  if r.path and row.scope == r.path.name]
+        failed = [row.check for row in failures if r.path and row.scope == r.path.name]
         gate = "-" if not r.ok or result.verdict is None else ("[red]FAIL[/]" if failed else "[green]pass[/]")
         cells.add_row(str(n), r.cell.label, f"[{style}]{r.status}[/]", gate, ", ".join(failed),
                       f"{r.wall_s:.0f} s", str(r.path or "") + (f"\n{r.reason}" if r.reason else ""))

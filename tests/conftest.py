@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import http.client
 from urllib.parse import urlsplit
 
@@ -29,26 +30,27 @@ def http_get(where: str | int, path: str = "/", timeout: float = 10.0) -> tuple[
 # RESTARTBENCH_UNITS / ./units.toml, PATH): every build listed is tested, one that is listed but
 # unusable fails with the reason; with none at all they skip, saying what to install.
 
-def unit_candidates() -> list:
-    """Every Unit build declared on this machine, usable or not, in version order ([] if none)."""
+@functools.cache
+def unit_candidates() -> tuple:
+    """Every Unit build declared on this machine, usable or not, in version order (empty if none);
+    discovered once per test session (it runs each ``unitd --version``)."""
     from restartbench import units
     from restartbench.installations import InstallationError
 
     try:
         found = units.discover()
     except InstallationError:
-        return []
+        return ()
     found = [c for c in found if c.reason != units.NO_UNIT]
-    return sorted(found, key=lambda c: (units.version_key(c.installation.version) if c.installation
-                                        else (), c.spec))
+    return tuple(sorted(found, key=lambda c: (units.version_key(c.installation.version) if c.installation
+                                              else (), c.spec)))
 
 
 def pytest_generate_tests(metafunc):
     if "unit_install" in metafunc.fixturenames:
         found = unit_candidates()
-        metafunc.parametrize("unit_install", found or [None], indirect=True, scope="module",
+        metafunc.parametrize("unit_install", list(found) or [None], indirect=True, scope="module",
                              ids=[c.spec.removeprefix("unit@") for c in found] or ["no-unit"])
-
 
 
 @pytest.fixture(scope="module")
