@@ -1,4 +1,4 @@
-"""The command line: ``restartbench run|summary|report|compare|gate|targets|build-apps``.
+"""The command line: ``restartbench run|summary|report|compare|gate|targets|build|build-apps|matrix|bisect``.
 
 Argument parsing and printing only: every command calls the same library functions a script, a
 test or an asv benchmark would. Exit codes: 0 ok / gate passed, 1 gate failed, 2 bad input (one line
@@ -115,6 +115,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="rebuild even when up to date")
     p.set_defaults(func=cmd_build_apps)
 
+    p = sub.add_parser("build", help="build NGINX Unit or FreeUnit from source (any tag, branch or commit) "
+                       "with the wasm-wasi-component module, into the cache; `targets` then lists it")
+    p.add_argument("what", choices=["unit"], help="what to build: unit (NGINX Unit or FreeUnit, see --flavor)")
+    p.add_argument("--rev", required=True, help="tag, branch or commit; comma-separated for several")
+    p.add_argument("--source", default=None, help="a git URL, a local checkout or a git bundle (default: "
+                   "the flavor's public repository)")
+    p.add_argument("--flavor", choices=["unit", "freeunit"], default="unit",
+                   help="unit (NGINX Unit, default) or freeunit (the fork continuing it)")
+    p.add_argument("--arch", default=None, help="x86_64 or aarch64 (arm64: cross-built on x86_64)")
+    p.add_argument("--missing", action="store_true", help="only the revs no discovered build answers to "
+                   "(what `make bench UNIT=...` uses)")
+    p.add_argument("--rebuild", action="store_true", help="build again even when the cache has it")
+    p.add_argument("-j", "--jobs", type=_positive(int, "--jobs"), default=None,
+                   help="parallel make/cargo jobs (default: the CPU count)")
+    p.set_defaults(func=cmd_build)
+
     p = sub.add_parser("matrix", help="every selected version x arch x scenario, one run each, then one "
                        "comparison and one gate verdict; exit 0 pass / 1 gate failed / 3 a cell failed")
     _add_run_arguments(p, several=True)
@@ -123,8 +139,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bisect", help="binary search over installed versions for the first one that fails "
                        "the gate; exit 0 found / 1 good fails or bad passes / 3 left open by failed runs")
     g = p.add_argument_group("bisect")
-    g.add_argument("--good", required=True, help="a version (or units.toml name) that passes the gate")
+    g.add_argument("--good", required=True, help="a version (or units.toml name) that passes the gate; "
+                   "with --source a tag, branch or commit")
     g.add_argument("--bad", required=True, help="a version that fails it (older or newer than --good)")
+    g.add_argument("--source", default=None, help="bisect commits of this Unit source (git URL, checkout "
+                   "or bundle) along first-parent history, building each probed commit")
+    g.add_argument("--flavor", choices=["unit", "freeunit"], default="unit", help="with --source: the "
+                   "flavor of its default repository and of the builds")
+    g.add_argument("--repeat", type=_positive(int, "--repeat"), default=3, help="runs per probed build; "
+                   "the majority verdict counts (default 3: one noisy run cannot steer the search)")
     g.add_argument("--no-verify", action="store_true", help="trust --good/--bad instead of running them")
     _add_run_arguments(p)
     p.set_defaults(func=cmd_bisect, target="unit")
@@ -204,8 +227,9 @@ def _scenario_names() -> list[str]:
 
 # -- commands -----------------------------------------------------------------------------------
 
-def run_config(args: argparse.Namespace) -> RunConfig:
-    """Turn ``run`` arguments into a RunConfig, checking everything that can be checked up front."""
+def run_config(args: argparse.Namespace, resolve: bool = True) -> RunConfig:
+    """Turn ``run`` arguments into a RunConfig, checking everything that can be checked up front
+    (``resolve``: the target too; a build made later, as a commit bisect does, is resolved then)."""
     _check_host(args.host, args.allow_remote)
     if args.port is not None:
         _check_port(args.host, args.port)
@@ -239,7 +263,8 @@ def run_config(args: argparse.Namespace) -> RunConfig:
                                results_root=results_root, run_id=args.run_id,
                                census_interval_s=args.census_interval, host=args.host, port=args.port,
                                keep=args.keep, target_options=options)
-    config.resolve()
+    if resolve:
+        config.resolve()
     try:
         apps.app_spec(args.app)
     except apps.UnknownApp as exc:
@@ -367,6 +392,40 @@ def cmd_build_apps(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_build(args: argparse.Namespace) -> int:
+    from . import matrix, unitbuild, units
+
+    revs = matrix.split_list(args.rev)
+    if not revs:
+        raise UsageError("--rev is empty: pass a tag, branch or commit, e.g. --rev 1.32.1")
+    arch = installations.normalize_arch(args.arch)
+    table = Table(title=f"{args.flavor} builds for {arch}", title_justify="left")
+    for col in ("rev", "target", "commit", "toolchain", "build time", "where"):
+        table.add_column(col, overflow="fold")
+    for rev in revs:
+        if args.missing and not args.rebuild:
+            try:
+                inst = units.resolve(rev if args.flavor == "unit" else f"freeunit-{rev}", arch)
+                table.add_row(rev, inst.label, inst.commit[:10] or "-", "-", "already there",
+                              str(inst.executable))
+                continue
+            except installations.InstallationError:
+                pass
+        try:
+            built = unitbuild.build(rev, source=args.source, flavor=args.flavor, arch=arch, jobs=args.jobs,
+                                    rebuild=args.rebuild, say=lambda s: errors.print(s, markup=False,
+                                                                                      highlight=False))
+        except unitbuild.BuildFailed as exc:
+            errors.print(f"error: building {args.flavor} {rev} for {arch} failed: {exc}", markup=False,
+                         highlight=False, soft_wrap=True)
+            return EXIT_RUN_FAILED
+        rec = built.record
+        table.add_row(rev, f"unit@{built.name}", rec["commit"][:10], rec["toolchain"]["rust"]["name"],
+                      f"{rec['times_s']['total']:.0f} s", str(built.dir))
+    console.print(table)
+    return EXIT_OK
+
+
 def _scenarios_from(args: argparse.Namespace, names: Sequence[str]) -> list[scenarios.Scenario]:
     """The named scenarios with the run flags' overrides (as ``run_config`` applies them)."""
     return [scenarios.load(name, duration=args.duration, warmup=args.warmup, cooldown=args.cooldown,
@@ -375,12 +434,13 @@ def _scenarios_from(args: argparse.Namespace, names: Sequence[str]) -> list[scen
             for name in names]
 
 
-def _base_config(args: argparse.Namespace, target: str, arch: str | None, scenario: str) -> RunConfig:
+def _base_config(args: argparse.Namespace, target: str, arch: str | None, scenario: str,
+                 resolve: bool = True) -> RunConfig:
     """The run flags as a RunConfig (checked by ``run_config``); matrix/bisect then set each run's
     target, arch, build and scenario."""
     base = argparse.Namespace(**vars(args))
     base.target, base.arch, base.scenario = target, arch, scenario
-    config = run_config(base)
+    config = run_config(base, resolve=resolve)
     config.installation = None
     return config
 
@@ -478,22 +538,16 @@ def cmd_bisect(args: argparse.Namespace) -> int:
     limits = _gate_limits(args.gate or "default")
     kind = args.target.partition("@")[0]
     arch = installations.normalize_arch(args.arch)
-    builds = [i for i in matrix.usable_installations() if i.kind == kind and i.arch == arch]
-    if len(builds) < 2:
-        have = ", ".join(f"{i.label} ({i.version})" for i in builds) or "none"
-        raise UsageError(f"bisect needs two or more installed {kind} builds for {arch} (have: {have}): "
-                         f"list them in units.toml (see `restartbench targets`)")
-    try:
-        builds = matrix.order_versions(builds)
-    except matrix.MatrixInputError as exc:
-        raise UsageError(str(exc)) from None
-    base = _base_config(args, builds[0].label, arch, args.scenario)
+    if args.source is not None:
+        plan = _commit_plan(args, arch)
+    else:
+        plan = _version_plan(args, kind, arch)
+    base = _base_config(args, plan.first_label, arch, args.scenario, resolve=plan.sequence is None)
     out = base.results_root / f"bisect-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
 
     def run_cell(inst):
         cfg = dataclasses.replace(base, target=inst.label, arch=inst.arch, installation=inst,
-                                  run_id=f"{base.run_id}-{inst.name}" if base.run_id else None,
-                                  target_options=dict(base.target_options))
+                                  run_id=None, target_options=dict(base.target_options))
         with LiveProgress(console, enabled=not args.quiet) as live:
             return run(cfg, report=live.update)
 
@@ -502,44 +556,156 @@ def cmd_bisect(args: argparse.Namespace) -> int:
             raise Interrupted(outcome.meta.get("reason", "").split(":")[0] or "SIGINT")
         if outcome.status != "complete":
             return None
-        return analysis.evaluate([results.read_run(outcome.path)], limits).passed
+        verdict = analysis.evaluate([results.read_run(outcome.path)], limits)
+        return verdict.passed, list(dict.fromkeys(r.check for r in verdict.failures()))
 
-    def progress(what, inst, step):
+    def progress(what, item, step):
+        label = plan.describe(item)
         if step is None:
-            console.print(f"[bold]bisect: running {inst.label} {inst.version} ({inst.arch})[/]", highlight=False)
+            console.print(f"[bold]bisect: {label}[/] ({arch})", highlight=False)
         else:
             style = {"pass": "green", "fail": "red"}.get(step.verdict, "yellow")
-            console.print(f"  {inst.version}: [{style}]{step.verdict}[/] {step.path or ''} {step.reason}",
-                          highlight=False)
+            console.print(f"  {step.version}: [{style}]{step.verdict}[/] ({' '.join(step.votes) or 'no run'})"
+                          f" {step.reason}", highlight=False)
 
     try:
-        found = matrix.bisect(args.good, args.bad, builds, run_cell, judge,
-                              verify_endpoints=not args.no_verify, report=progress)
+        if plan.sequence is None:
+            found = matrix.bisect(args.good, args.bad, plan.items, run_cell, judge, repeat=args.repeat,
+                                  verify_endpoints=not args.no_verify, report=progress)
+        else:
+            found = matrix.search(args.good, args.bad, plan.sequence, run_cell, judge, repeat=args.repeat,
+                                  verify_endpoints=not args.no_verify, report=progress, prepare=plan.prepare)
     except matrix.MatrixInputError as exc:
         raise UsageError(str(exc)) from None
     except Interrupted as exc:
         errors.print(f"bisect interrupted ({exc.reason})")
         return _SIGNAL_EXIT.get(exc.reason, 130)
     out.mkdir(parents=True, exist_ok=True)
-    results.write_json(out / "bisect.json", {**found.describe(), "kind": kind, "arch": arch})
-    steps = Table(title=f"bisect {kind} on {arch}: good {args.good} → bad {args.bad} "
-                  f"({' → '.join(found.order)})", title_justify="left")
-    for col in ("version", "verdict", "run directory / reason"):
-        steps.add_column(col, overflow="fold")
-    for st in found.steps:
-        steps.add_row(st.version, st.verdict, str(st.path or "") + (f"\n{st.reason}" if st.reason else ""))
-    console.print(steps)
+    record = {**found.describe(), "kind": kind, "arch": arch, **plan.record(found)}
+    results.write_json(out / "bisect.json", record)
+    console.print(_bisect_table(found, plan, kind, arch))
     if found.error:
         console.print(f"[red]{found.error}[/]")
     elif found.found:
-        console.print(f"first version failing the gate: [bold red]{found.first_bad}[/] "
-                      f"({found.runs.get(found.first_bad)}); last passing: [bold green]{found.last_good}[/] "
-                      f"({found.runs.get(found.last_good)})")
+        console.print(plan.conclusion(found), highlight=False)
     else:
         console.print(f"[yellow]undecided[/]: runs that failed leave the first failing version among "
                       f"{', '.join(found.candidates)}")
     console.print(f"bisect record: {out / 'bisect.json'}")
     return found.exit_code
+
+
+def _bisect_table(found, plan, kind: str, arch: str) -> Table:
+    steps = Table(title=f"bisect {plan.what} on {arch}: good {found.good} → bad {found.bad} "
+                  f"({len(found.order)} {plan.unit}, {found.repeat} run(s) per step)", title_justify="left")
+    for col in (plan.unit[:-1] if plan.unit.endswith("s") else plan.unit, "verdict", "runs", "failing checks",
+                "build / run time", "run directory / reason"):
+        steps.add_column(col, overflow="fold")
+    for st in found.steps:
+        steps.add_row(plan.describe(st.version), st.verdict, " ".join(st.votes) or "-",
+                      ", ".join(st.failed_checks) or "-",
+                      f"{st.prepare_s:.0f} s / {st.run_s:.0f} s",
+                      str(st.path or "") + (f"\n{st.reason}" if st.reason else ""))
+    return steps
+
+
+class _VersionPlan:
+    """Bisect over the installed builds of one kind, ordered by version."""
+
+    what, unit, sequence, prepare = "installed builds", "versions", None, None
+
+    def __init__(self, items):
+        self.items = items
+        self.first_label = items[0].label
+
+    def describe(self, item) -> str:
+        return item if isinstance(item, str) else f"{item.label} {item.version}"
+
+    def record(self, found) -> dict:
+        return {}
+
+    def conclusion(self, found) -> str:
+        return (f"first version failing the gate: [bold red]{found.first_bad}[/] "
+                f"({found.runs.get(found.first_bad)}); last passing: [bold green]{found.last_good}[/] "
+                f"({found.runs.get(found.last_good)})")
+
+
+def _version_plan(args: argparse.Namespace, kind: str, arch: str) -> _VersionPlan:
+    from . import matrix
+
+    builds = [i for i in matrix.usable_installations() if i.kind == kind and i.arch == arch]
+    if len(builds) < 2:
+        have = ", ".join(f"{i.label} ({i.version})" for i in builds) or "none"
+        raise UsageError(f"bisect needs two or more installed {kind} builds for {arch} (have: {have}): "
+                         f"list them in units.toml (see `restartbench targets`), or bisect commits "
+                         f"with --source")
+    try:
+        return _VersionPlan(matrix.order_versions(builds))
+    except matrix.MatrixInputError as exc:
+        raise UsageError(str(exc)) from None
+
+
+class _CommitPlan:
+    """Bisect over commits of a Unit source along first-parent history, building each probed one."""
+
+    unit = "commits"
+
+    def __init__(self, src, sequence: list[str], flavor: str, arch: str, good_is_older: bool):
+        from . import unitbuild
+
+        self.src, self.flavor, self.arch, self.good_is_older = src, flavor, arch, good_is_older
+        self.what = f"{flavor} commits of {src.spec}"
+        self.commits = {c[:10]: c for c in sequence}
+        self.sequence = [c[:10] for c in sequence]
+        self.subjects = {c[:10]: unitbuild.subject(src, c) for c in sequence}
+        self.first_label = "unit"
+
+    def prepare(self, short: str):
+        from . import units, unitbuild
+
+        built = unitbuild.build(self.commits[short], source=self.src.spec, flavor=self.flavor, arch=self.arch,
+                                say=lambda s: errors.print(s, markup=False, highlight=False))
+        return units.installation_of(built)
+
+    def describe(self, short: str) -> str:
+        return f"{short} {self.subjects.get(short, '')[:56]}"
+
+    def changed_at(self, found) -> tuple[str, str]:
+        """The commit whose verdict differs from its first parent's, and that verdict."""
+        # ``order`` runs from good to bad; history runs oldest first: when good is the older end, the
+        # change is the first bad commit (a regression), otherwise the last good one (a fix)
+        return (found.first_bad, "fail") if self.good_is_older else (found.last_good, "pass")
+
+    def record(self, found) -> dict:
+        rec = {"source": self.src.spec, "flavor": self.flavor, "direction": "regression" if self.good_is_older
+               else "fix", "commits": {k: {"commit": v, "subject": self.subjects[k]} for k, v in self.commits.items()}}
+        if found.found:
+            short, verdict = self.changed_at(found)
+            rec["changed_at"] = {"commit": self.commits[short], "subject": self.subjects[short], "verdict": verdict}
+        return rec
+
+    def conclusion(self, found) -> str:
+        short, verdict = self.changed_at(found)
+        kind = "first commit failing the gate (regression)" if verdict == "fail" else \
+            "first commit passing the gate (the fix)"
+        return f"{kind}: [bold]{self.commits[short]}[/] {self.subjects[short]}"
+
+
+def _commit_plan(args: argparse.Namespace, arch: str) -> _CommitPlan:
+    from . import unitbuild
+
+    src = unitbuild.open_source(args.source, args.flavor, log=lambda s: errors.print(s, markup=False))
+    good, bad = unitbuild.resolve_rev(src, args.good), unitbuild.resolve_rev(src, args.bad)
+    if good == bad:
+        raise UsageError(f"--good {args.good} and --bad {args.bad} are the same commit ({good[:10]})")
+    if unitbuild.is_ancestor(src, good, bad):
+        seq, good_is_older = unitbuild.first_parent(src, good, bad), True
+    elif unitbuild.is_ancestor(src, bad, good):
+        seq, good_is_older = unitbuild.first_parent(src, bad, good)[::-1], False
+    else:
+        raise UsageError(f"--good {args.good} and --bad {args.bad} are not on one line of history (neither "
+                         f"is an ancestor of the other): bisect between a commit and a later one")
+    return _CommitPlan(src, seq, args.flavor, arch, good_is_older)
 
 
 # -- live progress ------------------------------------------------------------------------------

@@ -136,7 +136,7 @@ def _lookup(registry: Sequence[Installation], spec: str, arch: str) -> Installat
     kind, _, name = spec.partition("@")
     same = [i for i in registry if i.kind == kind and i.arch == arch]
     if name and name != kind:
-        same = [i for i in same if i.name == name] or [i for i in same if i.version == name]
+        same = [i for i in same if i.answers_to(name)] or [i for i in same if i.version == name]
     if not same:
         have = ", ".join(sorted({f"{i.label} ({i.version}, {i.arch})" for i in registry if i.kind == kind}))
         raise InstallationError(f"no {spec} build for {arch}" + (f"; available: {have}" if have else
@@ -397,6 +397,11 @@ class BisectStep:
     verdict: str                        # pass | fail | skip (the run could not be judged)
     path: Path | None = None
     reason: str = ""
+    votes: list[str] = field(default_factory=list)     # each run's verdict, in order
+    paths: list[Path] = field(default_factory=list)    # each run's directory
+    failed_checks: list[str] = field(default_factory=list)
+    prepare_s: float = 0.0              # building the revision (commit bisect), 0 for installed ones
+    run_s: float = 0.0
 
 
 @dataclass
@@ -415,6 +420,7 @@ class BisectResult:
     candidates: list[str] = field(default_factory=list)
     error: str = ""                                    # the endpoints do not hold as stated
     runs_failed: bool = False                          # ...because a run could not be judged
+    repeat: int = 1
 
     @property
     def found(self) -> bool:
@@ -443,8 +449,9 @@ class BisectResult:
     def describe(self) -> dict[str, Any]:
         return {"good": self.good, "bad": self.bad, "order": self.order, "first_bad": self.first_bad,
                 "last_good": self.last_good, "candidates": self.candidates, "error": self.error,
-                "steps": [{**dataclasses.asdict(s), "path": str(s.path) if s.path else None}
-                          for s in self.steps],
+                "repeat": self.repeat,
+                "steps": [{**dataclasses.asdict(s), "path": str(s.path) if s.path else None,
+                           "paths": [str(p) for p in s.paths]} for s in self.steps],
                 "runs": {k: str(v) if v else None for k, v in self.runs.items()}}
 
 
@@ -459,17 +466,11 @@ def order_versions(items: Iterable[Any]) -> list[Any]:
 
 
 def bisect(good: str, bad: str, versions: Sequence[Any], run_cell: Callable[[Any], Any],
-           judge: Callable[[Any], bool | None], *, verify_endpoints: bool = True,
-           report: Callable[[str, Any, BisectStep | None], None] | None = None) -> BisectResult:
+           judge: Callable[[Any], Any], *, verify_endpoints: bool = True,
+           report: Callable[[str, Any, BisectStep | None], None] | None = None,
+           repeat: int = 1) -> BisectResult:
     """Binary search between ``good`` and ``bad`` over ``versions`` (Installations or version
-    strings; sorted here by version) for the first version that fails.
-
-    ``run_cell(item)`` performs a run (e.g. returns a RunOutcome); ``judge(outcome)`` says True
-    (passes the gate), False (fails) or None (cannot tell: the run itself failed — such a version
-    is skipped, as ``git bisect skip``). The endpoints are run too unless ``verify_endpoints`` is
-    False; if good fails or bad passes, ``error`` says so. ``report(what, item, step)`` is called
-    before (``step`` None) and after each run."""
-    report = report or (lambda what, item, step: None)
+    strings; sorted here by version) for the first version that fails (see ``search``)."""
     items = order_versions(versions)
 
     def find(name: str) -> int:
@@ -483,29 +484,76 @@ def bisect(good: str, bad: str, versions: Sequence[Any], run_cell: Callable[[Any
     if gi == bi:
         raise MatrixInputError(f"--good and --bad name the same build ({_item_version(items[gi])})")
     seq = items[gi:bi + 1] if gi < bi else items[bi:gi + 1][::-1]         # from good to bad
-    res = BisectResult(good, bad, [_item_version(i) for i in seq])
-    verdicts: dict[int, str] = {}
+    return search(good, bad, seq, run_cell, judge, verify_endpoints=verify_endpoints, report=report,
+                  repeat=repeat)
+
+
+def search(good: str, bad: str, seq: Sequence[Any], run_cell: Callable[[Any], Any],
+           judge: Callable[[Any], Any], *, verify_endpoints: bool = True,
+           report: Callable[[str, Any, BisectStep | None], None] | None = None, repeat: int = 1,
+           prepare: Callable[[Any], Any] | None = None) -> BisectResult:
+    """Binary search along ``seq`` (ordered from the good end to the bad end) for the boundary.
+
+    ``prepare(item)`` (optional) makes an item runnable (builds a commit) and returns what
+    ``run_cell`` takes; ``run_cell(x)`` performs a run (e.g. returns a RunOutcome);
+    ``judge(outcome)`` says True (passes the gate), False (fails) or None (cannot tell: the run
+    itself failed), or a pair (that, [failed check names]). Each item is run until one verdict holds
+    a majority of ``repeat`` runs, so one noisy run cannot steer the search; an item without a
+    majority of judged runs (or that cannot be prepared) is skipped, as ``git bisect skip``. The
+    endpoints are run too unless ``verify_endpoints`` is False; if good fails or bad passes,
+    ``error`` says so. ``report(what, item, step)`` is called before (``step`` None) and after each item."""
+    report = report or (lambda what, item, step: None)
+    need = repeat // 2 + 1
+    res = BisectResult(good, bad, [_item_version(i) for i in seq], repeat=repeat)
 
     def probe(i: int) -> str:
         item = seq[i]
         report("run", item, None)
-        path, reason = None, ""
+        step = BisectStep(_item_version(item), "skip")
+        t0 = time.monotonic()
         try:
-            outcome = run_cell(item)
-            path = getattr(outcome, "path", None)
-            ok = judge(outcome)
-            if ok is None:
-                reason = (getattr(outcome, "meta", {}) or {}).get("reason", "") or "could not be judged"
+            runnable = prepare(item) if prepare is not None else item
         except (Interrupted, KeyboardInterrupt):
             raise
-        except Exception as exc:                 # a run that could not even start: skip this version
-            ok, reason = None, f"{type(exc).__name__}: {exc}"
-        verdict = "skip" if ok is None else ("pass" if ok else "fail")
-        step = BisectStep(_item_version(item), verdict, Path(path) if path else None, reason)
+        except Exception as exc:                 # e.g. a revision that does not build: skip it
+            runnable, step.reason = None, f"{type(exc).__name__}: {exc}"
+        step.prepare_s = round(time.monotonic() - t0, 1)
+        t1 = time.monotonic()
+        while runnable is not None and len(step.votes) < repeat:
+            path, reason, checks = None, "", []
+            try:
+                outcome = run_cell(runnable)
+                path = getattr(outcome, "path", None)
+                verdict = judge(outcome)
+                if isinstance(verdict, tuple):
+                    verdict, checks = verdict
+                if verdict is None:
+                    reason = (getattr(outcome, "meta", {}) or {}).get("reason", "") or "could not be judged"
+            except (Interrupted, KeyboardInterrupt):
+                raise
+            except Exception as exc:             # a run that could not even start
+                verdict, reason = None, f"{type(exc).__name__}: {exc}"
+            vote = "skip" if verdict is None else ("pass" if verdict else "fail")
+            step.votes.append(vote)
+            if path:
+                step.paths.append(Path(path))
+            step.failed_checks += [c for c in checks if c not in step.failed_checks]
+            step.reason = step.reason or reason
+            if step.votes.count("pass") >= need or step.votes.count("fail") >= need:
+                break
+            if step.votes.count("skip") > repeat - need:         # a majority is out of reach
+                break
+        step.run_s = round(time.monotonic() - t1, 1)
+        for v in ("pass", "fail"):
+            if step.votes.count(v) >= need:
+                step.verdict = v
+        if step.verdict != "skip":
+            step.path = next((p for p, v in zip(step.paths, [x for x in step.votes if x != "skip"])
+                              if v == step.verdict), step.paths[0] if step.paths else None)
+            step.reason = "" if len(set(step.votes)) == 1 else step.reason
         res.steps.append(step)
-        verdicts[i] = verdict
         report("done", item, step)
-        return verdict
+        return step.verdict
 
     lo, hi = 0, len(seq) - 1
     if verify_endpoints:

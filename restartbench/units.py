@@ -55,6 +55,8 @@ class Entry:
     runner: tuple[str, ...] | None = None
     flavor: str | None = None
     where: str = ""                       # "units.toml:12" or "UNITD=..." for messages
+    commit: str = ""                      # a build of ours: its commit and build record
+    record: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -243,7 +245,29 @@ def declared() -> tuple[list[Entry], list[Candidate]]:
         entries.append(Entry(unitd=Path(on_path), source="PATH", where=f"unitd on PATH ({on_path})"))
     if PACKAGED_UNITD.exists():
         entries.append(Entry(unitd=PACKAGED_UNITD, source="packaged", where=str(PACKAGED_UNITD)))
+    entries += built_entries()
     return _dedupe(entries), broken
+
+
+def built_entries() -> list[Entry]:
+    """The builds ``restartbench build unit`` made (unitbuild's cache)."""
+    from . import unitbuild
+
+    return [_built_entry(b) for b in unitbuild.registered()]
+
+
+def _built_entry(built) -> Entry:
+    from . import unitbuild
+
+    rec = built.record
+    return Entry(unitd=built.unitd, source=unitbuild.BUILD_SOURCE, name=built.name, modules=built.modules,
+                 arch=rec.get("arch"), flavor=rec.get("flavor"), commit=rec.get("commit", ""),
+                 record=built.dir / unitbuild.RECORD, where=f"built in {built.dir}")
+
+
+def installation_of(built) -> Installation:
+    """The Installation of a build ``unitbuild`` made (checked like every other build)."""
+    return inspect(_built_entry(built))
 
 
 def _dedupe(entries: list[Entry]) -> list[Entry]:
@@ -290,7 +314,8 @@ def inspect(entry: Entry) -> Installation:
     check_modules(modules, entry.where)
     return Installation(kind="unit", name=entry.name or info.version, executable=exe,
                         version=info.version, arch=arch, runner=tuple(runner), modules=modules,
-                        flavor=entry.flavor or flavor_of(text))
+                        flavor=entry.flavor or flavor_of(text), commit=entry.commit,
+                        build_record=entry.record)
 
 
 def check_modules(modules: Path | None, where: str = "") -> Path:
@@ -368,7 +393,7 @@ def resolve(name: str = "", arch: str | None = None) -> Installation:
     if want_arch:
         usable = [i for i in usable if i.arch == want_arch]
     if name:
-        named = [i for i in usable if i.name == name] or [i for i in usable if i.version == name]
+        named = [i for i in usable if i.answers_to(name)] or [i for i in usable if i.version == name]
         if not named:
             raise InstallationError(_not_found(f"unit@{name}", want_arch, found))
         usable = named

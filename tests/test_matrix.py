@@ -11,7 +11,7 @@ import pytest
 from analysis_fixtures import Tree, clean_run, requests_frame, restarts_frame, write_run
 from restartbench import cli, installations, matrix, scenarios, tools
 from restartbench.installations import InstallationError
-from restartbench.matrix import Cell, MatrixInputError, bisect, cells, run_matrix, version_key
+from restartbench.matrix import Cell, MatrixInputError, bisect, cells, run_matrix, search, version_key
 from restartbench.run import ConfigError, RunConfig, RunOutcome
 from restartbench.targets import Installation
 
@@ -277,6 +277,38 @@ def test_bisect_endpoints_must_hold():
     assert res.first_bad == "1.28.0" and "1.20.0" not in ran and "1.35.0" not in ran
 
 
+def test_search_majority_outvotes_one_noisy_run():
+    """Commits c0..c7 in history order, fixed at c5; c4 (bad, the first midpoint probed) passes its
+    first run by chance. One run per step is misled by it; a majority of three is not."""
+    seq = [f"c{i}" for i in range(8)][::-1]                 # from the good end (c7) to the bad end (c0)
+    noisy = {"c4": ["pass"]}
+
+    def judge(item):
+        flips = noisy.get(item, [])
+        if flips:
+            return flips.pop(0) == "pass"
+        return int(item[1:]) >= 5
+
+    ran = []
+    res = search("c7", "c0", seq, fake_cell(ran), judge, repeat=1)
+    assert res.last_good == "c4"                             # misled by the one noisy run
+    noisy["c4"] = ["pass"]
+    ran = []
+    res = search("c7", "c0", seq, fake_cell(ran), judge, repeat=3)
+    assert res.found and res.last_good == "c5" and res.first_bad == "c4"
+    c4 = res.step("c4")
+    assert c4.verdict == "fail" and c4.votes == ["pass", "fail", "fail"]
+    assert ran.count("c7") == 2 and ran.count("c4") == 3      # agreeing runs stop at a majority
+    # an item that cannot be prepared (a commit that does not build) is skipped, with the reason
+    def prepare(item):
+        if item == "c5":
+            raise RuntimeError("module does not compile")
+        return item
+    res = search("c7", "c0", seq, fake_cell([]), lambda i: int(i[1:]) >= 5, repeat=3, prepare=prepare)
+    assert res.candidates == ["c5", "c4"] and res.last_good == "c6"
+    assert any(s.version == "c5" and s.verdict == "skip" and "does not compile" in s.reason for s in res.steps)
+
+
 def test_bisect_skips_runs_that_cannot_be_judged():
     res = bisect("1.20.0", "1.35.0", VERSIONS, fake_cell([]), judge_by(first_bad_from="1.28.0",
                                                                        unknown={"1.27.0", "1.26.0"}))
@@ -399,7 +431,8 @@ def test_cli_bisect_on_known_verdicts(tmp_path, monkeypatch, capsys, registry):
     code = cli.main(["bisect", "--good", "1.32.1", "--bad", "1.32.0", "--quiet", "--results-dir", str(tmp_path)])
     out = capsys.readouterr().out
     assert code == 0, out
-    assert fake.calls == [("1.32.1", HOST), ("1.32.0", HOST)]
+    # each build runs until 2 of (default) 3 runs agree: twice when they do
+    assert fake.calls == [("1.32.1", HOST)] * 2 + [("1.32.0", HOST)] * 2
     assert "first version failing the gate: 1.32.0" in out and "last passing: 1.32.1" in out
     [record] = tmp_path.glob("bisect-*/bisect.json")
     saved = json.loads(record.read_text())

@@ -15,6 +15,7 @@ Hosts differ in how they restart (Unit: control API; wasmtime: process replaceme
 
 from __future__ import annotations
 
+import json
 import signal
 import time
 from dataclasses import asdict, dataclass, field
@@ -36,6 +37,12 @@ class Installation:
     runner: tuple[str, ...] = ()   # prefix to run a foreign-arch binary, e.g. ("qemu-aarch64-static", "-L", ...)
     modules: Path | None = None    # Unit's modules dir
     flavor: str = ""               # e.g. "unit" or "freeunit"
+    commit: str = ""               # the source commit, for a build made by restartbench (unitbuild)
+    build_record: Path | None = None   # that build's build.json: commit, configure lines, toolchains
+
+    def answers_to(self, name: str) -> bool:
+        """Whether users may call this build ``name``: its name, or (7+ hex digits) its commit."""
+        return name == self.name or (len(name) >= 7 and bool(self.commit) and self.commit.startswith(name))
 
     @property
     def emulated(self) -> bool:
@@ -56,6 +63,12 @@ class Installation:
         d["modules"] = str(self.modules) if self.modules else None
         d["runner"] = list(self.runner)
         d["emulated"] = self.emulated
+        d["build_record"] = str(self.build_record) if self.build_record else None
+        if self.build_record:                    # a build of ours: how it was made goes with every result
+            try:
+                d["build"] = json.loads(Path(self.build_record).read_text())
+            except (OSError, ValueError):
+                d["build"] = None
         return d
 
 
