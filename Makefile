@@ -8,6 +8,9 @@ STAMP  := $(VENV)/.installed
 #   ARCH=arm64 (aarch64, x86_64, amd64; default this machine's) or a list ARCH=x86_64,arm64
 #   UNIT=1.32.0,1.32.1 (names from `restartbench targets`) selects Unit builds instead of TARGET;
 #   UNITS=path/to/units.toml says where they are listed (exported as RESTARTBENCH_UNITS)
+#   UNIT_SOURCE=a git URL, checkout or bundle of Unit: the UNIT revisions no build answers to are
+#   built from it first (restartbench build unit --missing; default: the public repository), per ARCH;
+#   UNIT_FLAVOR=freeunit for FreeUnit's
 #   SCENARIO=mixed or a list; several targets, arches or scenarios make a matrix run
 TARGET        ?= wasmtime
 DURATION      ?= 40s
@@ -18,6 +21,8 @@ UNIT          ?=
 SCENARIO      ?=
 BENCH_ARGS    ?=
 UNITS         ?=
+UNIT_SOURCE   ?=
+UNIT_FLAVOR   ?= unit
 ifneq ($(UNITS),)
 export RESTARTBENCH_UNITS := $(abspath $(UNITS))
 endif
@@ -37,7 +42,7 @@ MATRIX    := $(or $(word 2,$(call list,$(TARGETS))),$(word 2,$(ARCHES)),$(word 2
 BENCH_USERS := $(or $(USERS),$(if $(FOREIGN),10,20))
 SUDO      := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: all venv apps bench emulator test test-all gate asv report clean
+.PHONY: all venv apps bench emulator unit-build-deps test test-all gate asv report clean
 
 all: test
 
@@ -57,6 +62,12 @@ RUN_FLAGS = --duration $(DURATION) --restart-every $(RESTART_EVERY) --users $(BE
 	    $(if $(SCENARIO),--scenario $(SCENARIO)) --gate --report $(BENCH_ARGS)
 
 bench: $(STAMP) $(if $(FOREIGN),emulator)
+ifneq ($(UNIT),)
+	@for arch in $(or $(ARCHES),$(HOST_ARCH)); do \
+	  $(BIN)/restartbench build unit --missing --rev $(UNIT) --arch $$arch --flavor $(UNIT_FLAVOR) \
+	    $(if $(UNIT_SOURCE),--source $(UNIT_SOURCE)) || exit $$?; \
+	done
+endif
 ifeq ($(MATRIX),)
 	$(BIN)/restartbench run --target $(TARGETS) $(if $(ARCH),--arch $(ARCH)) $(RUN_FLAGS)
 else
@@ -84,6 +95,11 @@ else
 	echo "+ $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y --no-install-recommends $$need"; \
 	$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$need
 endif
+
+# what building Unit from source needs (restartbench build unit): compilers, libclang, OpenSSL and
+# PCRE2 headers; for ARCH=arm64 the cross compiler, arm64 libraries and qemu-user (apt-get, once)
+unit-build-deps: $(STAMP)
+	$(BIN)/restartbench build-deps $(if $(ARCH),--arch $(ARCH))
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

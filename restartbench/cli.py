@@ -131,6 +131,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="parallel make/cargo jobs (default: the CPU count)")
     p.set_defaults(func=cmd_build)
 
+    p = sub.add_parser("build-deps", help="install (apt-get) what `build unit` needs here: compilers, "
+                       "libclang, OpenSSL/PCRE2 headers; for --arch aarch64 the cross tools and qemu-user")
+    p.add_argument("--arch", default=None, help="the arch to build for (default this machine's)")
+    p.set_defaults(func=cmd_build_deps)
+
     p = sub.add_parser("matrix", help="every selected version x arch x scenario, one run each, then one "
                        "comparison and one gate verdict; exit 0 pass / 1 gate failed / 3 a cell failed")
     _add_run_arguments(p, several=True)
@@ -423,6 +428,17 @@ def cmd_build(args: argparse.Namespace) -> int:
         table.add_row(rev, f"unit@{built.name}", rec["commit"][:10], rec["toolchain"]["rust"]["name"],
                       f"{rec['times_s']['total']:.0f} s", str(built.dir))
     console.print(table)
+    return EXIT_OK
+
+
+def cmd_build_deps(args: argparse.Namespace) -> int:
+    from . import unitbuild
+
+    arch = installations.normalize_arch(args.arch)
+    done = unitbuild.install_prerequisites(arch, say=lambda s: errors.print(s, markup=False, highlight=False))
+    unitbuild.check_prerequisites(arch)
+    console.print(f"build prerequisites for {arch}: " + (f"installed {' '.join(done)}" if done else
+                                                          "all present"))
     return EXIT_OK
 
 

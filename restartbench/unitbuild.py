@@ -286,6 +286,42 @@ def check_prerequisites(arch: str) -> None:
                          f"unit-build-deps ARCH={arch}` does it)")
 
 
+def install_prerequisites(arch: str, say: Callable[[str], None]) -> list[str]:
+    """Install (apt-get; sudo when not root) what ``missing_prerequisites`` names, and for a foreign
+    arch register qemu-user for its ELF files; returns the packages installed."""
+    need = list(dict.fromkeys(p for _, p in missing_prerequisites(arch)))
+    native = arch == host_arch()
+    if native and need:
+        need = list(dict.fromkeys(need + ["clang"] * ("libclang-dev" in need)))
+    if not native:
+        need = list(dict.fromkeys(need + ["binfmt-support"] * (shutil.which("update-binfmts") is None)))
+    sudo = [] if os.geteuid() == 0 else ["sudo"]
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    if need:
+        if shutil.which("apt-get") is None:
+            raise BuildError(f"install these (Debian/Ubuntu names) and retry: {' '.join(need)}")
+        foreign = {p.split(":")[1] for p in need if ":" in p}
+        for deb in sorted(foreign):
+            if deb not in subprocess.run(["dpkg", "--print-foreign-architectures"], capture_output=True,
+                                         text=True).stdout.split():
+                say(f"+ {' '.join(sudo)} dpkg --add-architecture {deb}".replace("+  ", "+ "))
+                subprocess.run([*sudo, "dpkg", "--add-architecture", deb], check=True)
+        for argv in ([*sudo, "apt-get", "update", "-qq"],
+                     [*sudo, "apt-get", "install", "-y", "-qq", "--no-install-recommends", *need]):
+            say("+ " + " ".join(argv))
+            if subprocess.run(argv, env=env).returncode != 0:
+                raise BuildError(f"`{' '.join(argv)}` failed: install {' '.join(need)} by hand and retry")
+    if not native and not _binfmt_enabled(arch):
+        if not Path("/proc/sys/fs/binfmt_misc/status").exists():
+            subprocess.run([*sudo, "mount", "-t", "binfmt_misc", "binfmt_misc", "/proc/sys/fs/binfmt_misc"])
+        say(f"+ update-binfmts --enable qemu-{arch}")
+        subprocess.run([*sudo, "update-binfmts", "--enable", f"qemu-{arch}"])
+        if not _binfmt_enabled(arch):
+            raise BuildError(f"could not register qemu-{arch} with binfmt_misc (Unit's configure runs "
+                             f"{arch} test programs): update-binfmts --enable qemu-{arch}")
+    return need
+
+
 def _binfmt_enabled(arch: str) -> bool:
     entry = Path(f"/proc/sys/fs/binfmt_misc/qemu-{arch}")
     try:
@@ -605,7 +641,7 @@ def _build(src: Source, rev: str, commit: str, flavor: str, arch: str, out: Path
     configure = list(CONFIGURE) + ([] if native else [f"--cc={triplet}-gcc"])
     env = dict(base_env)
     steps.run("configure", ["./configure", *configure], tree, env)
-    steps.run("configure", ["./configure", "wasm-wasi-component"], tree, env, check=False, quiet=True)
+    steps.run("configure", ["./configure", "wasm-wasi-component"], tree, env, quiet=True)
     steps.run("C core", ["make", f"-j{jobs}", "unitd", "build/src/nxt_unit.o"], tree, env)
     tried, toolchain = _build_module(steps, tree, arch, lock_key, env, jobs)
     so = target_dir / ("" if native else RUST_TARGETS[arch]) / "release/libwasm_wasi_component.so"
