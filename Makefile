@@ -42,7 +42,7 @@ MATRIX    := $(or $(word 2,$(call list,$(TARGETS))),$(word 2,$(ARCHES)),$(word 2
 BENCH_USERS := $(or $(USERS),$(if $(FOREIGN),10,20))
 SUDO      := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: all venv apps bench emulator unit-build-deps test test-all gate asv report clean
+.PHONY: all venv apps bench emulator unit-build-deps test test-all gate asv asv-unit report clean
 
 all: test
 
@@ -129,6 +129,23 @@ asv: $(STAMP) $(if $(FOREIGN),emulator)
 	$(BIN)/asv publish || exit 2; \
 	echo "asv HTML: $(abspath results/html)/index.html (serve it: $(BIN)/asv preview)"; \
 	exit $$rc
+
+# asv along Unit's history (asv.unit.conf.json; restartbench/asvunit.py): asv builds each Unit commit
+# of REVS with restartbench's builder and runs the restart benchmarks on it, then publishes the graphs
+# (results/html-unit). UNIT_SOURCE= a git URL, checkout or bundle (default Unit's public repository);
+# REVS= a git range (default 1.32.0^..1.32.1: the 1.32.0 release through the fix to 1.32.1);
+# DURATION=/SCENARIO= as for `make asv`. Then: asv find --config asv.unit.conf.json RANGE BENCHMARK.
+REVS ?= 1.32.0^..1.32.1
+asv-unit: $(STAMP)
+	@$(BIN)/python -c 'import sys; from restartbench import asvunit; asvunit.link_source(sys.argv[1] or None, sys.argv[2])' \
+	    "$(UNIT_SOURCE)" "$(UNIT_FLAVOR)" || exit 2
+	@arch=$(or $(ARCHES),$(HOST_ARCH)); machine=$$(uname -n)-$$arch; \
+	$(BIN)/asv machine --yes --config asv.unit.conf.json --machine $$machine --arch $$arch >/dev/null || exit 2; \
+	env RESTARTBENCH_ASV_ARCH=$$arch $(if $(SCENARIO),RESTARTBENCH_ASV_SCENARIOS=$(SCENARIO)) \
+	    $(if $(filter command line environment,$(origin DURATION)),RESTARTBENCH_ASV_DURATION=$(DURATION)) \
+	    $(BIN)/asv run --config asv.unit.conf.json --machine $$machine --show-stderr $(ASV_ARGS) "$(REVS)"; rc=$$?; \
+	$(BIN)/asv publish --config asv.unit.conf.json || exit 2; \
+	echo "asv HTML: $(abspath results/html-unit)/index.html"; exit $$rc
 
 # judge runs: `restartbench gate` exits 0 pass / 1 fail / 2 unusable input (make itself can only exit 0
 # or 2: it says which one it was; scripts that need the code call .venv/bin/restartbench gate directly).

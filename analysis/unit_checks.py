@@ -31,6 +31,7 @@ from typing import Any
 import pandas as pd
 
 from restartbench import results
+from restartbench.targets.unit import LOG_START_LINE
 
 APP_TITLE = r'^\s*unit: "(?P<app>.*)" (?:prototype|application)'
 ALERT_LINE = (r"^(?P<ts>\d{4}/\d\d/\d\d \d\d:\d\d:\d\d) \[alert\] (?P<pid>\d+)#(?P<tid>\d+) "
@@ -47,10 +48,8 @@ ALERT_CLASSES = (
 EXIT_LINE = (r"\[(?P<level>\w+)\] (?P<parent>\d+)#\d+ (?P<app>app )?process (?P<pid>\d+)"
              r"(?: \(isolated \d+\))? exited (?:on signal (?P<signal>\d+)(?P<core> \(core dumped\))?"
              r"|with code (?P<code>\d+))")
-#: Unit's lines naming a process it started, logged by that process itself (``nxt_process.c``): the
-#: role of a pid the census missed. Not ``controller started``: main logs that one, with its own pid.
-START_LINE = (r"\[info\] (?P<pid>\d+)#\d+ (?:(?P<fixed>router|discovery)"
-              r"|\"(?P<app>.*)\" (?P<kind>prototype|application)) started$")
+#: Unit's lines naming a process it started (the role of a pid the census missed): the Unit target's
+START_LINE = LOG_START_LINE
 SIGNALS = {1: "SIGHUP", 2: "SIGINT", 3: "SIGQUIT", 4: "SIGILL", 5: "SIGTRAP", 6: "SIGABRT", 7: "SIGBUS",
            8: "SIGFPE", 9: "SIGKILL", 11: "SIGSEGV", 13: "SIGPIPE", 15: "SIGTERM"}
 STUCK_KEYS = r"(?:^connections\.active$|requests\.active$)"

@@ -282,7 +282,7 @@ def measure_census(quick: bool, work: Path) -> dict:
     try:
         procs.wait_until(lambda: len(procs.session_members(root.pid)) >= 20, 10)
         n = len(procs.session_members(root.pid))
-        census = Census(roots=lambda: [root.pid], role=lambda title: "app", t0=time.monotonic(), interval_s=0.1)
+        census = Census(roots=lambda: [root.pid], role=lambda title, *_: "app", t0=time.monotonic(), interval_s=0.1)
         wait_quiet()
         with Meter() as m:
             census.start()

@@ -19,6 +19,9 @@ Environment (``make asv`` sets them from ARCH=, TARGET=/UNIT=, SCENARIO= and DUR
                                            any other scenario setting (for very short runs)
     RESTARTBENCH_ASV_USERS=20              Locust users (default 20, 10 for an emulated host: as make bench)
     RESTARTBENCH_ASV_RUNS=DIR              where the run dirs go (default results/runs/asv/<combination>/)
+    RESTARTBENCH_ASV_UNIT_BUILD=DIR        set by asv.unit.conf.json's environment (restartbench.asvunit):
+                                           the one target is that Unit build, labelled "unit (the
+                                           commit under test)" at every commit
 
 A scenario with overrides is its own parameter value (``periodic-restart duration=20s``), so runs of
 different lengths never share a graph. The run dirs stay: ``restartbench report|gate`` read them.
@@ -116,8 +119,21 @@ def _budget_s(inst: installations.Installation, sc: scenarios.Scenario) -> float
     return sc.duration_s * (2 if inst.emulated else 1) + (EMULATED_OVERHEAD_S if inst.emulated else OVERHEAD_S)
 
 
+def _history_target() -> dict[str, installations.Installation] | None:
+    """Under ``asv.unit.conf.json`` (asv along Unit's history): the build of the commit asv installed,
+    under one label for every commit, so that one graph follows the history."""
+    built_dir = os.environ.get("RESTARTBENCH_ASV_UNIT_BUILD")
+    if not built_dir:
+        return None
+    from restartbench import unitbuild, units
+
+    built = unitbuild.Built(Path(built_dir), json.loads((Path(built_dir) / unitbuild.RECORD).read_text()))
+    return {HISTORY_LABEL: units.installation_of(built)}
+
+
+HISTORY_LABEL = "unit (the commit under test)"
 ARCH = _arch()
-TARGETS, REJECTED = _targets(ARCH)
+TARGETS, REJECTED = (_history_target(), []) if os.environ.get("RESTARTBENCH_ASV_UNIT_BUILD") else _targets(ARCH)
 SCENARIOS = _scenarios()
 NO_TARGET = f"(no usable host for {ARCH})"
 
@@ -151,16 +167,22 @@ def measure(inst: installations.Installation, sc: scenarios.Scenario, root: Path
     if outcome.status != "complete":
         return {"error": f"run {outcome.status}: {outcome.meta.get('reason', '')} ({outcome.path})"}
     try:
-        summary = json.loads(analysis.write_summary(read_run(outcome.path)).read_text())
+        opened = read_run(outcome.path)
+        summary = json.loads(analysis.write_summary(opened).read_text())
+        failed_checks = len({r.check for r in analysis.evaluate([opened]).failures()})
     except Exception as exc:                    # noqa: BLE001 - this combination fails, the others go on
         return {"error": f"analysis of {outcome.path} failed: {type(exc).__name__}: {exc}"}
     o = summary["overall"]
+    unit_restarts = (summary.get("unit") or {}).get("restarts") or []
     return {"path": str(outcome.path), "metrics": {
         "window_timeout_rate": _number(o.get("window_timeout_rate")),
         "lingering_max": _number(o.get("lingering_max")),
         "recovery_p95_s": recovery_p95(summary),
         "rss_slope": _number(o.get("rss_slope")),
         "fd_slope": _number(o.get("fd_slope")),
+        "gate_failed_checks": float(failed_checks),
+        "crashed_restarts": (sum(1 for r in unit_restarts if r.get("crashes")) / len(unit_restarts)
+                             if unit_restarts else math.nan),
         "restarts": o.get("restarts"), "unrecovered": o.get("unrecovered")}}
 
 
@@ -227,6 +249,18 @@ class Restarts:
         return self.metrics["rss_slope"]
     track_rss_slope.unit = "bytes/restart"
     track_rss_slope.pretty_name = "RSS growth per restart"
+
+    def track_gate_failed_checks(self, cache, target, scenario) -> float:
+        """How many of the gate's checks (default limits) the run fails: 0 is a passing build."""
+        return self.metrics["gate_failed_checks"]
+    track_gate_failed_checks.unit = "checks"
+    track_gate_failed_checks.pretty_name = "gate checks failed"
+
+    def track_crashed_restarts(self, cache, target, scenario) -> float:
+        """Share of restarts after which a Unit process crashed (Unit's log); NaN for other hosts."""
+        return self.metrics["crashed_restarts"]
+    track_crashed_restarts.unit = "share of restarts"
+    track_crashed_restarts.pretty_name = "restarts followed by a crash"
 
     def track_fd_slope(self, cache, target, scenario) -> float:
         """Least-squares slope of the host tree's open fds per restart."""

@@ -192,7 +192,7 @@ class Census:
     """Samples the processes under ``roots()`` every ``interval_s`` until stopped.
 
     ``roots`` returns the host's top-level pids now (a restart by process replacement changes
-    them); ``role`` maps a process title to a role; ``status`` (optional) returns host counters
+    them); ``role(title, pid, ppid)`` says a process's role; ``status`` (optional) returns host counters
     sampled every ``status_every`` rounds. USS (costly: reads smaps) and TCP sockets are sampled
     in full samples only (every ``full_every`` rounds, and at each restart mark). Processes once
     seen stay watched until they exit, so descendants reparented away from the tree (to init) are
@@ -200,7 +200,7 @@ class Census:
     """
 
     roots: Callable[[], Iterable[int]]
-    role: Callable[[str], str]
+    role: Callable[[str, int, int], str]
     t0: float
     interval_s: float = 0.1
     full_every: int = 20
@@ -337,7 +337,7 @@ class Census:
             title = process_title(p) or title
             self._seen[pid] = (p, born, title)
         if state == psutil.STATUS_ZOMBIE:
-            return (t, pid, int(f[1]), self.role(title), self.generation(born, pid), 0, float("nan"),
+            return (t, pid, int(f[1]), self.role(title, pid, int(f[1])), self.generation(born, pid), 0, float("nan"),
                     0, 0, 0.0, state, born, title, float("nan")), 0
         try:
             fds = os.listdir(f"/proc/{pid}/fd")
@@ -355,7 +355,7 @@ class Census:
             if fds is not None:
                 tcp = tcp_fds(pid, fds, inodes)
         threads = int(f[17])
-        return (t, pid, int(f[1]), self.role(title), self.generation(born, pid), int(f[21]) * _PAGE, uss,
+        return (t, pid, int(f[1]), self.role(title, pid, int(f[1])), self.generation(born, pid), int(f[21]) * _PAGE, uss,
                 len(fds or ()), threads, (int(f[11]) + int(f[12])) / _CLK_TCK, state, born, title, tcp), threads
 
     def _forget(self, pid: int) -> None:

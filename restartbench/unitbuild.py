@@ -150,6 +150,9 @@ def open_source(source: str | os.PathLike | None = None, flavor: str = "unit",
                 log: Callable[[str], None] = lambda s: None) -> Source:
     """Our bare mirror of ``source`` (cloned on first use, under a lock)."""
     spec = source_spec(source, flavor)
+    sources = (unit_cache() / "sources").absolute()
+    if Path(spec).parent == sources and (Path(spec) / "HEAD").is_file():
+        return Source(spec, flavor, Path(spec))                 # one of our mirrors (asv's repo link)
     key = hashlib.sha1(spec.encode()).hexdigest()[:12]
     mirror = unit_cache() / "sources" / f"{flavor}-{key}.git"
     mirror.parent.mkdir(parents=True, exist_ok=True)
@@ -418,7 +421,11 @@ def debian_toolchain(version: str, arch: str, log: Callable[[str], None]) -> Too
             debs = root / "debs"
             debs.mkdir(parents=True, exist_ok=True)
             _apt_download(todo, debs)
-            _apt_download(_missing_libs(debs), debs)
+            for _ in range(6):                   # their libraries' libraries too, to a fixed point
+                more = _missing_libs(debs)
+                if not more:
+                    break
+                _apt_download(more, debs)
             for deb in sorted(debs.glob("*.deb")):
                 subprocess.run(["dpkg-deb", "-x", str(deb), str(root)], check=True, capture_output=True)
             stamp.write_text("\n".join(sorted(have | set(todo))) + "\n")
@@ -427,7 +434,7 @@ def debian_toolchain(version: str, arch: str, log: Callable[[str], None]) -> Too
     env = (("LD_LIBRARY_PATH", os.pathsep.join(libs + [os.environ.get("LD_LIBRARY_PATH", "")]).rstrip(os.pathsep)),)
     tc = Toolchain(_toolchain_name(version), str(root / "usr/bin/cargo"), str(root / "usr/bin/rustc"),
                    env, origin=f"Debian rustc-web {version}, unpacked in {root}")
-    if not tc.version():
+    if not tc.version() or not _first_line([tc.cargo, "--version"], tc.environ(dict(os.environ))):
         raise BuildError(f"Debian's rustc-web {short} was unpacked into {root} but does not run: "
                          f"delete that dir and retry")
     return tc
@@ -457,13 +464,19 @@ def _missing_libs(debs: Path) -> list[str]:
                                  text=True).stdout
         for alt in depends.split(","):
             name = alt.split("|")[0].strip().split(" ")[0].split(":")[0]
-            if not name.startswith("lib") or name in fetched or name in need:
-                continue
+            if not name.startswith("lib") or name.endswith("-dev") or name in fetched or name in need:
+                continue                                  # runtime libraries only
             installed = subprocess.run(["dpkg-query", "-W", "-f", "${Status}", name], capture_output=True,
                                        text=True).stdout
-            if "install ok installed" not in installed:
-                need.append(name)
+            if "install ok installed" not in installed and _has_candidate(name):
+                need.append(name)                         # (a virtual package has none: skipped)
     return need
+
+
+def _has_candidate(package: str) -> bool:
+    out = subprocess.run(["apt-cache", "policy", package], capture_output=True, text=True).stdout
+    m = re.search(r"Candidate:\s*(\S+)", out)
+    return bool(m) and m.group(1) != "(none)"
 
 
 def toolchain_candidates(arch: str, lock_key: str, log: Callable[[str], None]) -> Iterable[Toolchain]:

@@ -27,7 +27,7 @@ TREE = textwrap.dedent("""
 """)
 
 
-def role(title: str) -> str:
+def role(title: str, pid: int = 0, ppid: int = 0) -> str:
     if title.endswith("role=app"):
         return "app"
     if title.endswith("role=zombie"):

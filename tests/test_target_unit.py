@@ -21,7 +21,7 @@ from conftest import has_restart_bug, http_get
 
 from restartbench import procs
 from restartbench.targets.base import Installation, TargetError
-from restartbench.targets.unit import (Reply, UnitTarget, control, flatten_status, parse_title, shutdown,
+from restartbench.targets.unit import (LogRoles, Reply, UnitTarget, control, flatten_status, parse_title, shutdown,
                                        unit_role)
 
 DATA = Path(__file__).parent / "data" / "unit"
@@ -68,6 +68,26 @@ def test_roles_of_reference_trees(name, expected):
             assert detail == "labapp"
         if role == "main":
             assert detail == name.split("-")[1]         # the version in `unit: main v1.32.0 [...]`
+
+
+def test_log_roles_name_every_process_from_units_log(tmp_path):
+    """Under qemu-user titles are qemu's argv: roles come from Unit's own log (a real 1.32.0 log)."""
+    log = tmp_path / "unit.log"
+    text = (DATA / "wasm-1.32.0-load.log").read_text()
+    head, tail = text[:text.index("5960#5960")], text[text.index("5960#5960"):]
+    log.write_text(head)
+    roles = LogRoles(log, every_s=0.0)
+    assert roles.role(5926, 1, main=5926) == "main"
+    assert roles.role(5927, 5926, main=5926) == "discovery"
+    assert roles.role(5929, 5926, main=5926) == "router"
+    assert roles.role(5930, 5926, main=5926) == "prototype"
+    assert roles.role(5931, 5930, main=5926) == "app"
+    assert roles.role(5928, 5926, main=5926) == "controller"          # main's unnamed child
+    assert roles.role(5960, 5926, main=5926) == "controller"          # not logged yet ...
+    assert roles.role(9999, 5931, main=5926) == "other"
+    log.write_text(head + tail)                                          # ... the log grows
+    assert roles.role(5960, 5926, main=5926) == "prototype"
+    assert roles.role(5961, 5960, main=5926) == "app"
 
 
 def test_titles_as_psutil_joins_them():

@@ -38,7 +38,8 @@ Unit's log gets the orchestrator's own lines (``results.log_mark``): ``restart <
 before each action is sent, ``stop: SIGTERM`` and ``stop: SIGKILL`` before each signal, so that the
 analysis knows which restart every crash or alert followed (the log's own times are whole seconds).
 
-Under emulation (qemu-user) process titles are qemu's command line, so roles are ``other``.
+Under emulation (qemu-user) process titles are qemu's command line: roles then come from Unit's log,
+where each process names itself when it starts (``LogRoles``).
 """
 
 from __future__ import annotations
@@ -95,6 +96,49 @@ def parse_title(title: str) -> tuple[str, str | None]:
 def unit_role(title: str) -> str:
     """The census role of a Unit process, from its title (cmdline; comm stays ``unitd``)."""
     return parse_title(title)[0]
+
+
+#: Unit's log lines naming a process it started, logged by that process itself (``nxt_process.c``).
+#: Not ``controller started``: main logs that one, with its own pid.
+LOG_START_LINE = (r"\[info\] (?P<pid>\d+)#\d+ (?:(?P<fixed>router|discovery)"
+                  r"|\"(?P<app>.*)\" (?P<kind>prototype|application)) started$")
+_LOG_START = re.compile(LOG_START_LINE, re.M)
+
+
+class LogRoles:
+    """Roles from Unit's log, for when process titles are invisible (qemu-user shows its own argv):
+    every process but main and the controller names itself in the log when it starts. The log is
+    read incrementally, at most every ``every_s``, and only when a pid is not known yet."""
+
+    def __init__(self, log_path: Path, every_s: float = 0.2):
+        self.log_path, self.every_s = log_path, every_s
+        self._offset, self._next = 0, 0.0
+        self.roles: dict[int, str] = {}
+
+    def _read(self) -> None:
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(self._offset)
+                chunk = f.read()
+        except OSError:
+            return
+        end = chunk.rfind(b"\n") + 1                   # whole lines only; the rest next time
+        self._offset += end
+        for m in _LOG_START.finditer(chunk[:end].decode(errors="replace")):
+            role = m.group("fixed") or ("prototype" if m.group("kind") == "prototype" else "app")
+            self.roles[int(m.group("pid"))] = role
+
+    def role(self, pid: int, ppid: int, main: int | None) -> str:
+        """main for unitd's own pid; the role the log gives; an unnamed child of main is the
+        controller (the router and discovery name themselves); else other."""
+        if pid == main:
+            return "main"
+        if pid not in self.roles and time.monotonic() >= self._next:
+            self._next = time.monotonic() + self.every_s
+            self._read()
+        if pid in self.roles:
+            return self.roles[pid]
+        return "controller" if ppid == main and main is not None else "other"
 
 
 def flatten_status(status: dict[str, Any], app: str | None = APP_NAME) -> dict[str, float]:
@@ -296,6 +340,7 @@ class UnitTarget:
         self.control_timeout_s = control_timeout_s * slow
         self.stop_timeout_s = stop_timeout_s
         self.log_path = self.workdir / "unit.log"
+        self._log_roles = LogRoles(self.log_path)
         self.state_dir = self.workdir / "state"
         self.tmp_dir = self.workdir / "tmp"
         self.pid_path = self.workdir / "unit.pid"
@@ -373,8 +418,12 @@ class UnitTarget:
         self._track()
         return list(self._roots or [self.proc.pid])
 
-    def role(self, title: str) -> str:
-        return unit_role(title)
+    def role(self, title: str, pid: int = 0, ppid: int = 0) -> str:
+        """From the process title; under emulation (titles are qemu's) from Unit's log."""
+        role = unit_role(title)
+        if role != "other" or not self.installation.emulated or not pid:
+            return role
+        return self._log_roles.role(pid, ppid, self.proc.pid if self.proc is not None else None)
 
     def restart(self, action: dict[str, Any]) -> RestartReply:
         """One scripted action through the control API; its status, body and timing recorded."""

@@ -99,7 +99,7 @@ class WasmtimeTarget:
     def exit_reason(self) -> str:
         return "no server" if self.current is None else exit_reason(self.current.poll())
 
-    def role(self, title: str) -> str:
+    def role(self, title: str, pid: int = 0, ppid: int = 0) -> str:
         return "main" if "wasmtime" in title else "other"
 
     def restart(self, action: dict[str, Any]) -> RestartReply:
