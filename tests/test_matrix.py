@@ -4,6 +4,7 @@ known verdicts (a failing cell does not stop the others), bisect over versions, 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -447,3 +448,70 @@ def test_cli_bisect_on_known_verdicts(tmp_path, monkeypatch, capsys, registry):
     assert cli.main(["bisect", "--good", "1.32.1", "--bad", "1.32.0", "--quiet", "--results-dir",
                      str(tmp_path / "c")]) == 3
     assert "could not be judged (TargetError: host did not come up)" in capsys.readouterr().out
+
+
+def test_cli_bisect_commits_along_first_parent_history(tmp_path, monkeypatch, capsys):
+    """`restartbench bisect --source SRC --good NEW --bad OLD`: the builds are stand-ins (building Unit
+    is test_unitbuild's), the history, its order and the search are real; the fix is commit 5 of 8."""
+    import subprocess as sp
+    from types import SimpleNamespace
+
+    from restartbench import unitbuild, units
+
+    monkeypatch.setenv("RESTARTBENCH_CACHE", str(tmp_path / "cache"))
+    repo = tmp_path / "unit"
+    repo.mkdir()
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@x", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@x"}
+    sp.run(["git", "init", "-q", "-b", "master", str(repo)], check=True)
+    commits = []
+    for n in range(8):
+        (repo / "f").write_text(str(n))
+        sp.run(["git", "-C", str(repo), "add", "f"], check=True)
+        sp.run(["git", "-C", str(repo), "commit", "-qm", f"change {n}"], check=True, env=env)
+        commits.append(sp.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              check=True).stdout.strip())
+    sp.run(["git", "-C", str(repo), "tag", "old", commits[0]], check=True)
+    sp.run(["git", "-C", str(repo), "tag", "new", commits[-1]], check=True)
+    built = []
+
+    def build(rev, **kw):
+        built.append(rev)
+        return SimpleNamespace(commit=rev)
+
+    monkeypatch.setattr(unitbuild, "build", build)
+    monkeypatch.setattr(units, "installation_of", lambda b: Installation(
+        kind="unit", name=b.commit[:10], executable=tools.wasmtime(), version=b.commit[:10], arch=HOST,
+        commit=b.commit))
+    fake = fake_run(tmp_path, bad_versions={c[:10] for c in commits[:5]})
+    monkeypatch.setattr(cli, "run", fake)
+    code = cli.main(["bisect", "--source", str(repo), "--good", "new", "--bad", "old", "--quiet",
+                     "--results-dir", str(tmp_path / "runs")])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "first commit passing the gate (the fix)" in out and commits[5] in out
+    [record] = (tmp_path / "runs").glob("bisect-*/bisect.json")
+    saved = json.loads(record.read_text())
+    assert saved["direction"] == "fix" and saved["changed_at"]["commit"] == commits[5]
+    assert saved["changed_at"]["subject"] == "change 5"
+    assert saved["order"] == [c[:10] for c in commits[::-1]]          # from good to bad
+    steps = {s["version"]: s for s in saved["steps"]}
+    assert steps[commits[4][:10]]["verdict"] == "fail" and steps[commits[5][:10]]["verdict"] == "pass"
+    assert all(len(s["votes"]) == 2 for s in saved["steps"])            # two agreeing runs of 3 settle it
+    assert steps[commits[4][:10]]["failed_checks"]                       # why it failed, by check name
+    assert len(built) == len(saved["steps"]) <= 2 + 3                    # the ends, then log2(8) probes
+    # a regression (good older than bad): the first failing commit is named
+    fake = fake_run(tmp_path, bad_versions={c[:10] for c in commits[3:]})
+    monkeypatch.setattr(cli, "run", fake)
+    assert cli.main(["bisect", "--source", str(repo), "--good", "old", "--bad", "new", "--quiet", "--repeat", "1",
+                     "--results-dir", str(tmp_path / "runs2")]) == 0
+    out = capsys.readouterr().out
+    assert "first commit failing the gate (regression)" in out and commits[3] in out
+    # revisions not on one line of history: one line, exit 2
+    sp.run(["git", "-C", str(repo), "checkout", "-q", "-b", "side", commits[2]], check=True)
+    (repo / "g").write_text("x")
+    sp.run(["git", "-C", str(repo), "add", "g"], check=True)
+    sp.run(["git", "-C", str(repo), "commit", "-qm", "side"], check=True, env=env)
+    assert cli.main(["bisect", "--source", str(repo), "--good", "side", "--bad", "new", "--quiet",
+                     "--results-dir", str(tmp_path / "runs3")]) == 2
+    assert "not on one line of history" in capsys.readouterr().err
