@@ -73,6 +73,7 @@ def run_row(run: Run, summary: dict[str, Any]) -> dict[str, Any]:
         value = overall.get(m.key)
         row[m.key] = np.nan if value is None else float(value)
     row["unrecovered"] = overall.get("unrecovered") or 0
+    row["known_bugs"] = ", ".join(b["id"] for b in summary.get("known_bugs") or [])
     return row
 
 
@@ -84,7 +85,7 @@ def load_runs(paths: Iterable[Path | str | Run]) -> list[Run]:
 def runs_frame(pairs: Iterable[tuple[Run, dict[str, Any]]]) -> pd.DataFrame:
     """One row per (run, summary) with its key columns and headline metrics."""
     rows = [run_row(run, summary) for run, summary in pairs]
-    columns = [*KEYS, "run_id", "status", *(m.key for m in HEADLINE), "unrecovered"]
+    columns = [*KEYS, "run_id", "status", *(m.key for m in HEADLINE), "unrecovered", "known_bugs"]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -112,13 +113,23 @@ def compare_summaries(pairs: Iterable[tuple[Run, dict[str, Any]]], n_boot: int =
         for m in HEADLINE:
             row[m.key], row[f"{m.key}_lo"], row[f"{m.key}_hi"] = bootstrap_ci(
                 group[m.key].to_numpy(), n_boot=n_boot, seed=seed)
+        row["known_bugs"] = _known(group["known_bugs"])
         row["note"] = TIMING_NOTE.format(timing_titles()) if row["emulated"] else ""
         out.append(row)
     columns = ["label", *KEYS, "runs", "incomplete", "unrecovered",
-               *(c for m in HEADLINE for c in (m.key, f"{m.key}_lo", f"{m.key}_hi")), "note"]
+               *(c for m in HEADLINE for c in (m.key, f"{m.key}_lo", f"{m.key}_hi")), "known_bugs", "note"]
     df = pd.DataFrame(out, columns=columns)
     df.attrs["notes"] = table_notes(df)
     return df
+
+
+def _known(values: pd.Series) -> str:
+    """The known bugs a group's runs matched: ``id (k/n runs)`` each."""
+    counts: dict[str, int] = {}
+    for text in values:
+        for bug in filter(None, str(text or "").split(", ")):
+            counts[bug] = counts.get(bug, 0) + 1
+    return ", ".join(f"{b} ({k}/{len(values)})" for b, k in counts.items())
 
 
 def timing_titles() -> str:
@@ -195,8 +206,12 @@ def render(df: pd.DataFrame) -> Table:
         table.add_column(title, justify="right" if title == "runs" else "left")
     for m in HEADLINE:
         table.add_column(m.title, justify="right")
+    known = "known_bugs" in df and df["known_bugs"].astype(bool).any()
+    if known:
+        table.add_column("known bugs (runs)", overflow="fold")
     for _, row in df.iterrows():
         runs = str(row["runs"]) + (f" ({row['incomplete']} incomplete)" if row["incomplete"] else "")
         table.add_row(row["label"], row["scenario"], runs,
-                      *(cell(row, m, mark=mixed and row["emulated"]) for m in HEADLINE))
+                      *(cell(row, m, mark=mixed and row["emulated"]) for m in HEADLINE),
+                      *([row["known_bugs"] or "–"] if known else []))
     return table

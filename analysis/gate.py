@@ -27,6 +27,7 @@ from scipy.stats import binomtest, mannwhitneyu
 
 from restartbench.results import FormatError, Run, read_run
 
+from .catalogue import NO_MATCH
 from .compare import fmt
 from .summary import summarize
 
@@ -149,6 +150,31 @@ class GateRow:
 @dataclass
 class GateResult:
     rows: list[GateRow] = field(default_factory=list)
+    known: dict[str, list[dict[str, Any]]] = field(default_factory=dict)   # run id -> known bugs matched
+
+    def explained(self, row: GateRow) -> str:
+        """The known bugs that explain a failing row, "no known signature" when its run matched
+        none, "" when it passed (or its run's bugs explain other checks)."""
+        if row.verdict != "fail" or row.scope not in self.known:
+            return ""
+        bugs = self.known[row.scope]
+        if not bugs:
+            return NO_MATCH
+        return ", ".join(b["id"] for b in bugs if row.check in b.get("explains", []))
+
+    def known_lines(self) -> list[str]:
+        """One line per (run, known bug) matched, and one per failing run that matched none."""
+        failing = {r.scope for r in self.failures()}
+        lines = []
+        for scope, bugs in self.known.items():
+            for b in bugs:
+                ref = f" ({', '.join(u.split(' (')[0] for u in b['upstream'])})" if b.get("upstream") else ""
+                note = f" [{b['version_note']}]" if b.get("version_note") else ""
+                lines.append(f"{_short(scope)}: {b['id']} — {b['title']}{ref}{note}. {b['advice']}")
+            if not bugs and scope in failing:
+                lines.append(f"{_short(scope)}: {NO_MATCH} — `restartbench explore` looks for the minimal "
+                             f"restart plan that shows it")
+        return lines
 
     @property
     def passed(self) -> bool:
@@ -163,8 +189,8 @@ class GateResult:
         return [r for r in self.rows if r.verdict == "fail"]
 
     def frame(self) -> pd.DataFrame:
-        return pd.DataFrame([asdict(r) for r in self.rows],
-                            columns=["check", "scope", "value", "limit", "verdict", "note"])
+        return pd.DataFrame([{**asdict(r), "known_bug": self.explained(r)} for r in self.rows],
+                            columns=["check", "scope", "value", "limit", "verdict", "note", "known_bug"])
 
     def add(self, check: str, scope: str, value: str, limit: str, verdict: str, note: str = "") -> None:
         assert verdict in VERDICTS
@@ -200,6 +226,7 @@ def evaluate(candidates: Sequence[Run], limits: dict[str, dict[str, Any]] | None
     for run, summary in cand:
         emulated = bool(summary["run"]["target"].get("emulated"))
         check_run(result, run, summary, {**limits["limits"], **(limits["emulated"] if emulated else {})})
+        result.known[run.run_id] = summary.get("known_bugs") or []
     if baseline:
         base = [_summary(run, window_s, grace_s) for run in baseline]
         b = limits.get("baseline", {})
@@ -486,11 +513,14 @@ def render(result: GateResult) -> Table:
     scopes = {r.scope for r in result.rows}
     single = len(scopes) == 1                    # one run: name it in the title, not on every row
     title = f"restart gate — {next(iter(scopes))}" if single else "restart gate"
-    table = Table(title=title, caption=f"verdict: {verdict} (exit {result.exit_code})")
-    for name in ("check",) + (() if single else ("scope",)) + ("value", "limit", "verdict", "note"):
+    caption = Text("\n".join([f"verdict: {verdict} (exit {result.exit_code})", *result.known_lines()]))
+    table = Table(title=title, caption=caption, caption_justify="left")
+    known = any(result.explained(r) for r in result.rows)
+    for name in ("check",) + (() if single else ("scope",)) + ("value", "limit", "verdict", "note") + \
+            (("known bug",) if known else ()):
         table.add_column(name, overflow="fold", no_wrap=name == "scope")
     for r in result.rows:
         cells = [r.check] + ([] if single else [_short(r.scope)]) + [r.value, r.limit,
                                                              Text(r.verdict, style=STYLE[r.verdict]), Text(r.note)]
-        table.add_row(*cells)
+        table.add_row(*cells, *([result.explained(r)] if known else []))
     return table

@@ -92,10 +92,29 @@ def _mean_ci(row: pd.Series, m: Any, mark: bool) -> str:
 def gate_html(result: GateResult) -> str:
     verdict = "PASS" if result.passed else f"FAIL ({len(result.failures())} check(s))"
     rows = [[(r.check, "l"), (r.scope, "l"), (r.value, ""), (r.limit, ""), (r.verdict, r.verdict),
-             (r.note, "l")] for r in result.rows]
+             (r.note, "l"), (result.explained(r), "l")] for r in result.rows]
+    lines = "".join(f"<li>{escape(line)}</li>" for line in result.known_lines())
     return (f"<p><strong>verdict: {escape(verdict)}</strong> (exit code {result.exit_code})</p>"
-            + table(["check", "scope", "value", "limit", "verdict", "note"], rows,
-                    row_class=lambda r: "fail" if r[4][0] == "fail" else ""))
+            + table(["check", "scope", "value", "limit", "verdict", "note", "known bug"], rows,
+                    row_class=lambda r: "fail" if r[4][0] == "fail" else "")
+            + (f'<ul class="known">{lines}</ul>' if lines else ""))
+
+
+def known_html(bugs: list[dict[str, Any]]) -> str:
+    """A run's matched known bugs: title, upstream, versions, the evidence, what to do."""
+    if not bugs:
+        return ""
+    items = []
+    for b in bugs:
+        versions = "; ".join(x for x in (f"affected: {', '.join(b['affected'])}" if b["affected"] else "",
+                                         f"fixed in: {', '.join(b['fixed_in'])}" if b["fixed_in"] else "") if x)
+        items.append(f"<li><strong>{escape(b['id'])}</strong>: {escape(b['title'])}"
+                     + (f" ({escape(', '.join(b['upstream']))})" if b["upstream"] else "")
+                     + (f"<br>{escape(versions)}" if versions else "")
+                     + (f"<br><em>{escape(b['version_note'])}</em>" if b.get("version_note") else "")
+                     + f"<br>evidence: {escape('; '.join(b['evidence']))}"
+                     + f"<br>what to do: {escape(b['advice'])}</li>")
+    return "<h3>Known bugs matched</h3><ul class=\"known\">" + "".join(items) + "</ul>"
 
 
 def run_html(a: Any, s: dict[str, Any]) -> str:
@@ -113,6 +132,7 @@ def run_html(a: Any, s: dict[str, Any]) -> str:
     return (f'<h2 id="{escape(info["run_id"])}">{escape(info["run_id"])}</h2>'
             f'<p class="meta">{escape(meta)}</p>'
             + key_numbers(o, s["phases"], emulated=bool(t.get("emulated")))
+            + known_html(s.get("known_bugs") or [])
             + images + "<h3>Restarts</h3>" + restart_html(s["restarts"]))
 
 

@@ -17,7 +17,7 @@ from .windows import Windows, restart_windows
 
 #: Bumped when the layout or a definition in summary.json changes; compare redoes cached
 #: summaries of another format (the gate always recomputes).
-SUMMARY_FORMAT = 2
+SUMMARY_FORMAT = 3
 
 TARGET_KEYS = ("kind", "name", "version", "arch", "emulated")
 
@@ -203,7 +203,8 @@ def summarize(run: Run, window_s: float | None = None, grace_s: float | None = N
 
 def with_host_checks(run: Run, summary: dict[str, Any], grace_s: float | None = None) -> dict[str, Any]:
     """``summary`` plus what a host's own reports add: for a Unit run ``unit`` (the checks of
-    ``unit_checks.check_run``), each restart's ``crashes`` and the run's ``overall.crashes``."""
+    ``unit_checks.check_run``), each restart's ``crashes`` and the run's ``overall.crashes``; for
+    every run ``known_bugs``, the catalogue entries it matches (``catalogue.match``)."""
     if (run.meta.get("target") or {}).get("kind") == "unit":
         from .unit_checks import check_run
 
@@ -212,6 +213,9 @@ def with_host_checks(run: Run, summary: dict[str, Any], grace_s: float | None = 
         for r in summary["restarts"]:
             r["crashes"] = per.get(r.get("index"))
         summary["overall"]["crashes"] = (summary["unit"].get("crashes") or {}).get("total")
+    from .catalogue import match
+
+    summary["known_bugs"] = [m.describe() for m in match(run, summary)]
     return summary
 
 

@@ -70,3 +70,23 @@ def unit_install(request):
 def has_restart_bug(installation) -> bool:
     """The wasm-wasi-component restart bug (nginx/unit#1179): 1.32.0, fixed in 1.32.1 and 1.33.0."""
     return installation.version == "1.32.0"
+
+
+_DEFAULT_RUNS: dict = {}
+
+
+@pytest.fixture
+def unit_default_run(unit_install, tmp_path_factory):
+    """One real run per Unit build at the default load (three restarts 4 s apart), made once per test
+    session and shared by the tests that judge it (gate verdicts, known-bug matches)."""
+    from restartbench import RunConfig, read_run, run, scenarios
+
+    key = (unit_install.name, str(unit_install.executable))
+    if key not in _DEFAULT_RUNS:
+        sc = scenarios.from_dict({"duration": "15s", "warmup": "3s", "cooldown": "4s", "restart_every": "4s",
+                                  "grace": "3s", "window": "3s"})
+        outcome = run(RunConfig(target=f"unit@{unit_install.name}", scenario=sc,
+                                results_root=tmp_path_factory.mktemp("unit-default")))
+        assert outcome.status == "complete", outcome.meta.get("reason")
+        _DEFAULT_RUNS[key] = read_run(outcome.path)
+    return _DEFAULT_RUNS[key]

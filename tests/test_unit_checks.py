@@ -256,19 +256,14 @@ def test_exit_line_shapes():
 # -- a real run of every declared Unit build, judged by the gate (conftest.unit_install) ------------
 
 @pytest.mark.unit
-def test_real_unit_run_verdict(unit_install, tmp_path):
+def test_real_unit_run_verdict(unit_install, unit_default_run):
     """The default load, three restarts 4 s apart: 1.32.0 fails the gate, naming why; a fixed
     build passes. Generations are exact, every process is accounted for, nothing is left."""
     from conftest import has_restart_bug
 
     from analysis import evaluate, summarize
-    from restartbench import RunConfig, read_run, run, scenarios
 
-    sc = scenarios.from_dict({"duration": "15s", "warmup": "3s", "cooldown": "4s", "restart_every": "4s",
-                              "grace": "3s", "window": "3s"})
-    outcome = run(RunConfig(target=f"unit@{unit_install.name}", scenario=sc, results_root=tmp_path))
-    assert outcome.status == "complete", outcome.meta.get("reason")
-    r = read_run(outcome.path)
+    r = unit_default_run
     procs_ = r.processes()
     assert {"main", "controller", "router", "prototype", "app"} <= set(procs_["role"].astype(str))
     restarts = r.restarts()
