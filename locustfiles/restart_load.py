@@ -64,6 +64,8 @@ def _add_arguments(parser):
     group.add_argument("--cookies", action="store_true", default=False,
                        help="keep a cookie jar per user (default off: the apps under test set no cookies, "
                        "and the jar costs ~10%% of Locust's CPU per request)")
+    group.add_argument("--fresh-connections", action="store_true", default=False,
+                       help="a new connection per request (Connection: close) instead of keep-alive")
     group.add_argument("--record-dir", default="", help="write every request as a raw CSV row here")
     group.add_argument("--t0", type=float, default=0.0,
                        help="time.monotonic() value that row times count from (default: start)")
@@ -317,8 +319,10 @@ class _Base(FastHttpUser):
 
     def request_once(self, t_intended: float | None = None):
         """One request; the recorder sees it through Locust's request event."""
-        self.client.get(self.path, name=self.name, context={} if t_intended is None else
-                        {"t_intended": t_intended})
+        opts = self.environment.parsed_options
+        headers = {"Connection": "close"} if getattr(opts, "fresh_connections", False) else None
+        self.client.get(self.path, name=self.name, headers=headers,
+                        context={} if t_intended is None else {"t_intended": t_intended})
 
     @task
     def load(self):

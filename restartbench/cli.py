@@ -141,6 +141,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_arguments(p, several=True)
     p.set_defaults(func=cmd_matrix)
 
+    p = sub.add_parser("explore", help="look for restart bugs: randomized restart plans judged by the gate; "
+                       "a failing one is shrunk to a minimal plan (a scenario file); exit 0 nothing "
+                       "found / 1 found / 130 interrupted")
+    p.add_argument("--target", default="wasmtime", help="wasmtime, unit or unit@NAME")
+    p.add_argument("--arch", default=None, help="x86_64 or aarch64 (arm64)")
+    p.add_argument("--budget", type=_duration("budget"), default=300.0,
+                   help="time for runs, e.g. 5m or 20m (default 5m)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the plan generator (default 0): same seed, "
+                   "same plans")
+    p.add_argument("--gate", default=None, help="limits TOML (default gates/default.toml)")
+    p.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS, help="where the explore dir goes")
+    p.set_defaults(func=cmd_explore)
+
     p = sub.add_parser("bisect", help="binary search over installed versions for the first one that fails "
                        "the gate; exit 0 found / 1 good fails or bad passes / 3 left open by failed runs")
     g = p.add_argument_group("bisect")
@@ -195,14 +208,17 @@ def _add_run_arguments(p: argparse.ArgumentParser, several: bool = False) -> Non
     g.add_argument("--window", type=_duration("window"), help="restart window W for the metrics (5s)")
     g.add_argument("--grace", type=_duration("grace"), help="lingering grace (5s)")
     g = p.add_argument_group("load")
-    g.add_argument("--users", type=_positive(int, "users"), default=20, help="Locust users (default 20)")
+    g.add_argument("--users", type=_positive(int, "users"), default=None,
+                   help="Locust users (default: the scenario's [load], else 20)")
     g.add_argument("--spawn-rate", type=_positive(float, "spawn-rate"), default=None,
                    help="users started per second (default: all at once)")
-    g.add_argument("--request-timeout", type=_duration("request-timeout"), default=2.0,
+    g.add_argument("--request-timeout", type=_duration("request-timeout"), default=None,
                    help="a request slower than this is a timeout (default 2s)")
-    g.add_argument("--sleep-share", type=_share, default=0.1,
+    g.add_argument("--sleep-share", type=_share, default=None,
                    help="share of users holding /sleep requests in flight (default 0.1)")
-    g.add_argument("--sleep-ms", type=_positive(int, "sleep-ms"), default=500, help="held request time (500)")
+    g.add_argument("--sleep-ms", type=_positive(int, "sleep-ms"), default=None, help="held request time (500)")
+    g.add_argument("--fresh-connections", action="store_true", default=None,
+                   help="a new connection per request (Connection: close) instead of keep-alive")
     g.add_argument("--rate", type=_positive(float, "rate"), default=None,
                    help="open model: requests/s in total (default: closed model)")
     g.add_argument("--load-processes", type=_positive(int, "load-processes"), default=1,
@@ -232,6 +248,25 @@ def _scenario_names() -> list[str]:
 
 # -- commands -----------------------------------------------------------------------------------
 
+def load_spec(args: argparse.Namespace, scenario: scenarios.Scenario) -> LoadSpec:
+    """The load: each flag given, else the scenario's [load] value, else LoadSpec's default."""
+    sl = scenario.load
+    defaults = LoadSpec()
+
+    def pick(flag, key, default):
+        value = getattr(args, flag, None)
+        return value if value is not None else sl.get(key, default)
+
+    return LoadSpec(users=pick("users", "users", defaults.users), spawn_rate=args.spawn_rate or 0.0,
+                    request_timeout_s=pick("request_timeout", "request_timeout", defaults.request_timeout_s),
+                    sleep_share=pick("sleep_share", "sleep_share", defaults.sleep_share),
+                    sleep_ms=pick("sleep_ms", "sleep_ms", defaults.sleep_ms),
+                    rate=pick("rate", "rate", 0.0) or 0.0,
+                    fresh_connections=bool(pick("fresh_connections", "fresh_connections", False)),
+                    processes=args.load_processes, expect_workers=args.expect_workers,
+                    master_bind=args.master_bind)
+
+
 def run_config(args: argparse.Namespace, resolve: bool = True) -> RunConfig:
     """Turn ``run`` arguments into a RunConfig, checking everything that can be checked up front
     (``resolve``: the target too; a build made later, as a commit bisect does, is resolved then)."""
@@ -243,10 +278,7 @@ def run_config(args: argparse.Namespace, resolve: bool = True) -> RunConfig:
                               restarts=args.restarts, actions=args.actions, processes=args.processes,
                               window=args.window, grace=args.grace)
     try:
-        load = LoadSpec(users=args.users, spawn_rate=args.spawn_rate or 0.0,
-                        request_timeout_s=args.request_timeout, sleep_share=args.sleep_share,
-                        sleep_ms=args.sleep_ms, rate=args.rate or 0.0, processes=args.load_processes,
-                        expect_workers=args.expect_workers, master_bind=args.master_bind)
+        load = load_spec(args, scenario)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     if load.request_timeout_s >= scenario.restart_every_s and scenario.restart_count > 1:
@@ -476,8 +508,9 @@ def cmd_matrix(args: argparse.Namespace) -> int:
         raise UsageError("--unit-app needs a unit target in --targets")
     scens = _scenarios_from(args, names)
     for scen in scens:
-        if args.request_timeout >= scen.restart_every_s and scen.restart_count > 1:
-            raise UsageError(f"--request-timeout {args.request_timeout:g}s is not below scenario {scen.name}'s "
+        timeout = load_spec(args, scen).request_timeout_s
+        if timeout >= scen.restart_every_s and scen.restart_count > 1:
+            raise UsageError(f"--request-timeout {timeout:g}s is not below scenario {scen.name}'s "
                              f"restart interval {scen.restart_every_s:g}s")
     try:
         cell_list = matrix.cells(targets, matrix.split_list(args.arch), scens)
@@ -722,6 +755,32 @@ def _commit_plan(args: argparse.Namespace, arch: str) -> _CommitPlan:
         raise UsageError(f"--good {args.good} and --bad {args.bad} are not on one line of history (neither "
                          f"is an ancestor of the other): bisect between a commit and a later one")
     return _CommitPlan(src, seq, args.flavor, arch, good_is_older)
+
+
+def cmd_explore(args: argparse.Namespace) -> int:
+    import time
+
+    from . import explore
+
+    limits = _gate_limits(args.gate or "default")
+    try:
+        inst = installations.resolve(args.target, args.arch)
+    except installations.InstallationError as exc:
+        raise UsageError(str(exc)) from None
+    if args.budget < 30:
+        raise UsageError(f"--budget {args.budget:g}s is too short for even one plan: give 30s or more")
+    root = _writable_dir(args.results_dir)
+    out = root / f"explore-{time.strftime('%Y%m%d-%H%M%S')}-{inst.label.replace('@', '-')}-seed{args.seed}"
+    console.print(f"[bold]explore[/] {inst.label} {inst.version} ({inst.arch}) for {args.budget:g} s, seed "
+                  f"{args.seed} -> {out}", highlight=False)
+    found = explore.explore(inst.label, args.budget, out, seed=args.seed, arch=inst.arch, limits=limits,
+                            installation=inst, report=lambda line: console.print(line, markup=False,
+                                                                                  highlight=False))
+    console.print((out / "report.md").read_text().split("| # |")[0].strip(), markup=False, highlight=False)
+    console.print(f"explore record: {out / 'explore.json'}")
+    if found.stopped:
+        return _SIGNAL_EXIT.get(found.stopped, 130)
+    return EXIT_GATE_FAILED if found.found else EXIT_OK
 
 
 # -- live progress ------------------------------------------------------------------------------

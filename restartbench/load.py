@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import glob
 import json
+import math
 import os
 import signal
 import subprocess
@@ -50,6 +51,7 @@ class LoadSpec:
     request_timeout_s: float = 2.0
     sleep_share: float = 0.1
     sleep_ms: int = 500
+    fresh_connections: bool = False   # a new connection per request instead of keep-alive
     rate: float = 0.0
     processes: int = 1                # Locust processes (--processes N when > 1)
     expect_workers: int = 0           # > 0: distributed, run the master here, N workers elsewhere
@@ -91,11 +93,13 @@ class Load:
         s = self.spec
         argv = [sys.executable, "-m", "locust", "-f", s.locustfile, "--headless", "--host", self.url,
                 "-u", str(s.users), "-r", str(s.spawn_rate or s.users),
-                "-t", f"{max(1, round(self.duration_s))}s", "--stop-timeout", f"{s.request_timeout_s + 1:g}",
+                "-t", f"{max(1, round(self.duration_s))}s", "--stop-timeout", str(math.ceil(s.request_timeout_s + 1)),
                 "--exit-code-on-error", "0", "--only-summary", "--loglevel", "WARNING",
                 "--record-dir", str(self.record_dir), "--t0", repr(self.t0),
                 "--request-timeout", f"{s.request_timeout_s:g}", "--sleep-share", f"{s.sleep_share:g}",
                 "--sleep-ms", str(s.sleep_ms), "--rate", f"{s.rate:g}"]
+        if s.fresh_connections:
+            argv.append("--fresh-connections")
         if s.processes > 1:
             # the forked workers talk to their master over loopback, on a port of their own
             port = free_port("127.0.0.1")

@@ -60,6 +60,9 @@ class Scenario:
     processes: int = 1               # app processes the host runs (Unit); census expects this many
     window_s: float = 5.0            # analysis: restart window W
     grace_s: float = 5.0             # analysis: lingering grace
+    load: dict[str, Any] = field(default_factory=dict)   # the load it was written for ([load] table:
+                                     # users, sleep_share, sleep_ms, rate, request_timeout,
+                                     # fresh_connections); flags of the run command win
 
     def validate(self) -> "Scenario":
         """Raise ScenarioError unless the plan can run as given."""
@@ -140,6 +143,35 @@ def load(name_or_path: str | Path, **overrides: Any) -> Scenario:
     return from_dict(data, **overrides)
 
 
+LOAD_KEYS = {"users": int, "sleep_share": float, "sleep_ms": int, "rate": float, "request_timeout": float,
+             "fresh_connections": bool}
+
+
+def _load_table(value: Any) -> dict[str, Any]:
+    """A scenario's [load] table, checked: only LOAD_KEYS, each of its type (durations as for
+    request_timeout: "2s")."""
+    if not isinstance(value, dict):
+        raise ScenarioError("load must be a table: [load] users = 10, sleep_share = 0.1, ...")
+    out = {}
+    for key, v in value.items():
+        kind = LOAD_KEYS.get(key)
+        if kind is None:
+            raise ScenarioError(f"unknown [load] setting {key!r}: known are {', '.join(sorted(LOAD_KEYS))}")
+        if key == "request_timeout":
+            v = parse_duration(v, "request_timeout")
+        elif kind is bool:
+            if not isinstance(v, bool):
+                raise ScenarioError(f"[load] {key} must be true or false, got {v!r}")
+        elif kind is int and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+            raise ScenarioError(f"[load] {key} must be a whole number >= 1, got {v!r}")
+        elif kind is float and (isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0):
+            raise ScenarioError(f"[load] {key} must be a number >= 0, got {v!r}")
+        out[key] = kind(v) if kind is not bool else v
+    if "sleep_share" in out and out["sleep_share"] > 1:
+        raise ScenarioError(f"[load] sleep_share must be between 0 and 1, got {out['sleep_share']:g}")
+    return out
+
+
 def from_dict(data: dict[str, Any], **overrides: Any) -> Scenario:
     """Build and validate a Scenario from plain values (durations may be strings like "5s")."""
     known = {f.name: f for f in fields(Scenario)}
@@ -153,6 +185,8 @@ def from_dict(data: dict[str, Any], **overrides: Any) -> Scenario:
             value = parse_duration(value, key.removesuffix("_s"))
         elif key == "actions" and isinstance(value, str):
             value = [a.strip() for a in value.split(",") if a.strip()]
+        elif key == "load":
+            value = _load_table(value)
         elif key in ("restarts", "processes") and value is not None:
             if not isinstance(value, int) or isinstance(value, bool):
                 raise ScenarioError(f"{key} must be a whole number, got {value!r}")
