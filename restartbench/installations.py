@@ -95,7 +95,8 @@ def _apt_hint(arch: str, *packages: str) -> str:
 
 def runner_for(arch: str) -> tuple[str, ...]:
     """The argv prefix that runs a binary of ``arch`` here: () natively, qemu-user for a foreign arch
-    (``qemu-<arch>-static -L /usr/<arch>-linux-gnu``: the sysroot holds its dynamic loader and libc)."""
+    (``qemu-<arch>-static -L /usr/<arch>-linux-gnu``: the sysroot holds its dynamic loader and libc;
+    with Debian's multiarch libraries present also ``-E LD_LIBRARY_PATH=`` the sysroot, then them)."""
     if arch == host_arch():
         return ()
     qemu = shutil.which(f"qemu-{arch}-static") or shutil.which(f"qemu-{arch}")
@@ -108,6 +109,12 @@ def runner_for(arch: str) -> tuple[str, ...]:
         deb = _DEBIAN_ARCH.get(arch, arch)
         raise InstallationError(f"{arch} binaries need {arch}'s C library under {root} (qemu-user's -L "
                                 f"sysroot), which is missing: " + _apt_hint(arch, f"libc6-{deb}-cross"))
+    multiarch = Path(f"/usr/lib/{arch}-linux-gnu")
+    if multiarch.is_dir():
+        # Debian's multiarch libraries (libssl3:arm64 ...) are installed too: keep the loader and the C
+        # library both from the sysroot (-E LD_LIBRARY_PATH, sysroot first), else a libc.so.6 of the
+        # multiarch package meets the sysroot's loader and every fork()ed child spins forever
+        return (qemu, "-L", str(root), "-E", f"LD_LIBRARY_PATH={root}/lib:{multiarch}")
     return (qemu, "-L", str(root))
 
 

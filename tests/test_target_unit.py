@@ -83,7 +83,7 @@ def test_log_roles_name_every_process_from_units_log(tmp_path):
     assert roles.role(5930, 5926, main=5926) == "prototype"
     assert roles.role(5931, 5930, main=5926) == "app"
     assert roles.role(5928, 5926, main=5926) == "controller"          # main's unnamed child
-    assert roles.role(5960, 5926, main=5926) == "controller"          # not logged yet ...
+    assert roles.role(5960, 5926, main=5926) == "other"               # not logged yet (after the router) ...
     assert roles.role(9999, 5931, main=5926) == "other"
     log.write_text(head + tail)                                          # ... the log grows
     assert roles.role(5960, 5926, main=5926) == "prototype"

@@ -133,8 +133,8 @@ class LogRoles:
             self.roles[int(m.group("pid"))] = role
 
     def role(self, pid: int, ppid: int, main: int | None) -> str:
-        """main for unitd's own pid; the role the log gives; an unnamed child of main is the
-        controller (the router and discovery name themselves); else other."""
+        """main for unitd's own pid; the role the log gives; an unnamed child of main started before
+        the router is the controller (the router and discovery name themselves); else other."""
         if pid == main:
             return "main"
         if pid not in self.roles and time.monotonic() >= self._next:
@@ -142,7 +142,12 @@ class LogRoles:
             self._read()
         if pid in self.roles:
             return self.roles[pid]
-        return "controller" if ppid == main and main is not None else "other"
+        if ppid != main or main is None:
+            return "other"
+        routers = [p for p, r in self.roles.items() if r == "router"]
+        # main starts the controller before the router: a later unnamed child is a prototype that
+        # has not logged yet
+        return "controller" if not routers or pid < min(routers) else "other"
 
 
 def flatten_status(status: dict[str, Any], app: str | None = APP_NAME) -> dict[str, float]:
