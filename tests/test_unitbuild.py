@@ -159,6 +159,7 @@ def built_1_32_1():
 
 
 @pytest.mark.unit
+@pytest.mark.timeout(1800)                       # a cold build (the fixture) takes minutes
 def test_real_build_is_registered_and_recorded(built_1_32_1, capsys):
     b = built_1_32_1
     rec = b.record
@@ -181,6 +182,7 @@ def test_real_build_is_registered_and_recorded(built_1_32_1, capsys):
 
 
 @pytest.mark.unit
+@pytest.mark.timeout(1800)
 def test_real_build_runs_a_short_scenario(built_1_32_1, tmp_path):
     """The built 1.32.1 serves through restarts and passes the gate, as the shared 1.32.1 does; its
     run.json says which commit, configure line and toolchain made it."""
@@ -199,3 +201,28 @@ def test_real_build_runs_a_short_scenario(built_1_32_1, tmp_path):
     assert build["commit"] == inst.commit and build["configure"] and build["toolchain"]["rust"]["rustc"]
     verdict = analysis.evaluate([__import__("restartbench").results.read_run(outcome.path)])
     assert verdict.passed, analysis.gate.render(verdict)
+
+
+@pytest.mark.unit
+@pytest.mark.timeout(3600)
+def test_cross_build_for_arm64_runs_under_qemu():
+    """1.32.1 cross-built for aarch64 on this x86_64 machine (once per machine: ~12 min cold), its
+    ELF files are aarch64, its record names the cross compiler and the Rust that had the target,
+    and the Installation runs it under qemu-user."""
+    if installations.host_arch() != "x86_64":
+        pytest.skip("the cross-build recipe is for an x86_64 machine")
+    src = unit_history()
+    if src is None:
+        pytest.skip("no Unit history to build from (RESTARTBENCH_UNIT_SOURCE)")
+    need = unitbuild.missing_prerequisites("aarch64")
+    if need or not unitbuild._binfmt_enabled("aarch64"):
+        pytest.skip(f"cannot cross-build for aarch64 here: `make unit-build-deps ARCH=arm64` installs "
+                    f"{' '.join(p for _, p in need) or 'the binfmt registration'}")
+    built = unitbuild.build("1.32.1", source=src, arch="aarch64")
+    assert installations.elf_arch(built.unitd) == "aarch64"
+    assert installations.elf_arch(built.modules / unitbuild.WASM_MODULE) == "aarch64"
+    rec = built.record
+    assert rec["arch"] == "aarch64" and "--cc=aarch64-linux-gnu-gcc" in rec["configure"]
+    assert rec["toolchain"]["cc"].startswith("aarch64-linux-gnu-gcc")
+    inst = units.installation_of(built)
+    assert inst.emulated and inst.version == "1.32.1" and inst.arch == "aarch64"
