@@ -555,7 +555,7 @@ class _Steps:
             proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=log,
                                     stderr=subprocess.STDOUT, start_new_session=True)
             try:
-                rc = proc.wait(timeout=STEP_TIMEOUT_S)
+                rc = self._wait(proc, step, t0)
             except BaseException:              # Ctrl-C, timeout: the whole make/cargo tree goes
                 _kill_group(proc)
                 raise
@@ -563,6 +563,18 @@ class _Steps:
         if check and rc != 0:
             raise BuildFailed(f"{step} failed (exit {rc}): {self.tail()} (whole log: {self.log_path})")
         return subprocess.CompletedProcess(argv, rc)
+
+    def _wait(self, proc: subprocess.Popen, step: str, t0: float, every_s: float = 30.0) -> int:
+        """Wait for ``proc``, saying every ``every_s`` what it is at (the log's last line)."""
+        while True:
+            try:
+                return proc.wait(timeout=every_s)
+            except subprocess.TimeoutExpired:
+                elapsed = time.monotonic() - t0
+                if elapsed > STEP_TIMEOUT_S:
+                    raise BuildFailed(f"{step} did not finish in {STEP_TIMEOUT_S:g} s (log: {self.log_path})")
+                last = self.tail().strip()[:90]
+                self.say(f"  {step}: {_mmss(elapsed)} … {last}")
 
     def tail(self, n: int = 1) -> str:
         """The most telling line of the log's last step: its first compile error, else its last line."""
