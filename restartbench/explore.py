@@ -214,19 +214,21 @@ def explore(target: str, budget_s: float, out: Path, *, seed: int = 0, arch: str
             limits: dict | None = None, installation=None,
             report: Callable[[str], None] = lambda line: None,
             judge: Callable[[RunOutcome], tuple[str, list[str], list[str], str]] | None = None,
-            runner: Callable[[RunConfig], RunOutcome] = run) -> Exploration:
-    """Explore ``target`` for up to ``budget_s`` seconds of runs; write the results into ``out``."""
+            runner: Callable[[RunConfig], RunOutcome] = run,
+            clock: Callable[[], float] = time.monotonic) -> Exploration:
+    """Explore ``target`` for up to ``budget_s`` seconds of runs; write the results into ``out``.
+    ``runner``, ``judge`` and ``clock`` stand for run(), the gate and time.monotonic (tests)."""
     rng = random.Random(seed)
     out.mkdir(parents=True, exist_ok=True)
     found = Exploration(target, seed, budget_s)
-    t0 = time.monotonic()
+    t0 = clock()
     judge = judge or gate_judge(limits)
     host = (installation.kind if installation is not None else target.partition("@")[0])
-    left = lambda: budget_s - (time.monotonic() - t0)          # noqa: E731
+    left = lambda: budget_s - (clock() - t0)                   # noqa: E731
 
     def trial(plan: Plan, purpose: str) -> Trial:
         report(f"{purpose:>7}: {plan.label()}")
-        t = time.monotonic()
+        t = clock()
         config = RunConfig(target=target, arch=arch, scenario=plan.scenario(), load=plan.load(),
                            results_root=out / "runs", installation=installation)
         try:
@@ -238,7 +240,7 @@ def explore(target: str, budget_s: float, out: Path, *, seed: int = 0, arch: str
                 raise Interrupted(outcome.meta.get("reason", "").split(":")[0] or "SIGINT")
             verdict, checks, bugs, reason = judge(outcome)
             tr = Trial(plan, purpose, verdict, checks, bugs, str(outcome.path), reason)
-        tr.wall_s = round(time.monotonic() - t, 1)
+        tr.wall_s = round(clock() - t, 1)
         found.trials.append(tr)
         report(f"         {tr.verdict}" + (f": {', '.join(tr.failed_checks)}" if tr.failed_checks else "")
                + (f" — known: {', '.join(tr.known_bugs)}" if tr.known_bugs else "")
@@ -263,7 +265,7 @@ def explore(target: str, budget_s: float, out: Path, *, seed: int = 0, arch: str
     except (Interrupted, KeyboardInterrupt) as exc:
         found.stopped = getattr(exc, "reason", "") or "SIGINT"
     finally:
-        found.elapsed_s = time.monotonic() - t0
+        found.elapsed_s = clock() - t0
         write(found, out)
     return found
 

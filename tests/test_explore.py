@@ -95,17 +95,22 @@ def test_explore_finds_confirms_and_shrinks_to_a_minimal_plan(tmp_path):
 
 
 def test_explore_reports_coverage_when_nothing_fails_and_keeps_flaky_ones_apart(tmp_path):
+    """Every run takes the time a real one would (a fake clock): the budget ends the search."""
     n = {"runs": 0}
+    now = [0.0]
 
     def runner(config):
         n["runs"] += 1
+        now[0] += config.scenario.duration_s + explore.OVERHEAD_S
         return RunOutcome(tmp_path, "complete", {"n": n["runs"]})
 
     def judge(outcome):                            # the 2nd run fails once: never confirmed
         return ("fail", ["window timeout rate"], [], "") if outcome.meta["n"] == 2 else ("pass", [], [], "")
 
-    found = explore.explore("wasmtime", 200, tmp_path / "out", seed=1, runner=runner, judge=judge)
+    found = explore.explore("wasmtime", 200, tmp_path / "out", seed=1, runner=runner, judge=judge,
+                            clock=lambda: now[0])
     assert not found.found and len(found.flaky) == 1
+    assert found.elapsed_s <= 200 and n["runs"] >= 4
     cov = found.coverage()
     assert cov["plans"][0] >= 2 and cov["kinds"]
     report = (tmp_path / "out" / "report.md").read_text()
