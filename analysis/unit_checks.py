@@ -50,6 +50,7 @@ EXIT_LINE = (r"\[(?P<level>\w+)\] (?P<parent>\d+)#\d+ (?P<app>app )?process (?P<
              r"|with code (?P<code>\d+))")
 #: Unit's lines naming a process it started (the role of a pid the census missed): the Unit target's
 START_LINE = LOG_START_LINE
+REPLACED_ROLES = ("app", "prototype")
 SIGNALS = {1: "SIGHUP", 2: "SIGINT", 3: "SIGQUIT", 4: "SIGILL", 5: "SIGTRAP", 6: "SIGABRT", 7: "SIGBUS",
            8: "SIGFPE", 9: "SIGKILL", 11: "SIGSEGV", 13: "SIGPIPE", 15: "SIGTERM"}
 STUCK_KEYS = r"(?:^connections\.active$|requests\.active$)"
@@ -274,7 +275,8 @@ def process_exits(text: str, procs: pd.DataFrame | None = None) -> pd.DataFrame:
 
 def crash_summary(exits: pd.DataFrame, n_restarts: int) -> dict[str, Any]:
     """Crashes (exits on a signal before the suite's own SIGKILL), split by what the process was
-    doing: ``leaving`` (replaced: born before the restart it died after, i.e. told to quit) or
+    doing: ``leaving`` (an app or prototype process replaced: born before the restart it died after,
+    i.e. told to quit; the router, controller and main are never replaced by an app restart) or
     ``serving`` (everything else, the shutdown included). ``per_restart[i]``: crashes after
     restart i's mark (before the next); ``leaving_restarts``: restarts at which a replaced process
     crashed. Also the non-zero exit codes."""
@@ -284,7 +286,9 @@ def crash_summary(exits: pd.DataFrame, n_restarts: int) -> dict[str, Any]:
     crashed = exits[exits["signal"].notna() & (exits["phase"] != "killed")].copy()
     restart = pd.to_numeric(crashed["restart"], errors="coerce")
     gen = pd.to_numeric(crashed["generation"], errors="coerce")
-    crashed["leaving"] = (crashed["phase"] == "run") & restart.notna() & gen.notna() & (gen <= restart)
+    replaced = crashed["role"].astype(str).isin(REPLACED_ROLES)       # a restart replaces only these
+    crashed["leaving"] = ((crashed["phase"] == "run") & restart.notna() & gen.notna() & (gen <= restart)
+                          & replaced)
     in_run = crashed[crashed["phase"] == "run"]
     per = in_run["restart"].dropna().astype(int).value_counts()
     bad_code = exits[pd.to_numeric(exits["code"], errors="coerce").fillna(0) != 0]

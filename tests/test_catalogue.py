@@ -95,6 +95,26 @@ def test_a_clean_run_matches_nothing_and_a_failing_one_says_so(tmp_path):
 
 # -- real Unit runs -------------------------------------------------------------------------------
 
+DATA_RUNS = Path(__file__).parent / "data" / "unit" / "runs"
+
+
+def test_a_router_crash_of_1_35_0_is_named(tmp_path):
+    """A real 1.35.0 run (kept from CI): the router died on SIGSEGV at restart 1, which Unit answered
+    500 "Failed to restart app."; the quitting app crashed at two restarts too."""
+    import shutil
+
+    from restartbench import read_run
+
+    run = read_run(shutil.copytree(DATA_RUNS / "1.35.0-router-segv", tmp_path / "run"))
+    ids = [b["id"] for b in summarize(run)["known_bugs"]]
+    assert "unit-router-crash-on-reconfigure" in ids and "unit-quitting-app-crash" in ids
+    assert "unit-app-start-never-completes" not in ids             # the router crash explains the 500
+    assert not {"unit-1179-restart-hang", "unit-1179-restart-crash"} & set(ids)
+    result = evaluate([run])
+    [row] = result.failures()
+    assert row.check == "crashes while serving" and result.explained(row) == "unit-router-crash-on-reconfigure"
+    assert "1.35.0 is a known affected version" in " ".join(result.known_lines())
+
 def _run(unit_install, tmp_path, *, users=20, sleep_share=0.1, duration="15s"):
     """One real run of ``unit_install``: restarts 4 s apart under ``users`` Locust users."""
     from restartbench import RunConfig, read_run, run, scenarios

@@ -267,7 +267,7 @@ def test_real_unit_run_verdict(unit_install, unit_default_run):
     procs_ = r.processes()
     assert {"main", "controller", "router", "prototype", "app"} <= set(procs_["role"].astype(str))
     restarts = r.restarts()
-    assert len(restarts) >= 2 and (restarts["http_status"] == 200).all()
+    assert len(restarts) >= 2
     # generations: by the census's marks (t_sent, last pid) — a process born after a mark is newer
     marks = r.meta["census"]["marks"]
     first = procs_.drop_duplicates("pid")
@@ -283,10 +283,21 @@ def test_real_unit_run_verdict(unit_install, unit_default_run):
         assert {"restarts whose old processes crashed", "lingering", "every restart recovers"} & set(failed)
         why = " ".join(row.note for row in failed.values())
         assert "did not exit" in why and ("crashed instead of exiting" in why or "still running" in why)
+        assert (restarts["http_status"] == 200).all()          # every restart answered "Ok"
     else:
-        assert result.exit_code == 0, [(f.check, f.value, f.note) for f in result.failures()]
+        known = {b["id"] for b in summary["known_bugs"]}
+        assert not known & {"unit-1179-restart-hang", "unit-1179-restart-crash"}, known
         assert [x["lingering"] for x in summary["restarts"]] == [0] * len(restarts)
         assert summary["unit"]["shutdown"]["hang"] is False and not r.meta["survivors"]
+        if result.exit_code != 0:
+            # a rare crash of the build itself (seen once: 1.35.0's router, SIGSEGV at a restart,
+            # tests/data/unit/runs/1.35.0-router-segv): real, so the gate fails it; the catalogue names it
+            from analysis.catalogue import NO_MATCH
+
+            for row in result.failures():
+                assert result.explained(row) not in ("", NO_MATCH), (row.check, row.value, row.note, known)
+        else:
+            assert (restarts["http_status"] == 200).all()
     born = dict(zip(first["pid"], first["born"]))
     assert not [pid for pid in born if _same_process_alive(int(pid), born[pid], r.meta)]
 

@@ -19,9 +19,11 @@ AARCH64_ELF = Path("/usr/aarch64-linux-gnu/lib/ld-linux-aarch64.so.1")
 
 @pytest.fixture
 def no_unit(tmp_path, monkeypatch):
-    """A machine with no Unit at all: no UNITD, no registry, no unitd on PATH or in /usr/sbin."""
+    """A machine with no Unit at all: no UNITD, no registry, no unitd on PATH or in /usr/sbin, no
+    builds of restartbench's (an empty build cache)."""
     for var in ("UNITD", "UNIT_MODULES", units.REGISTRY_ENV):
         monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("RESTARTBENCH_CACHE", str(tmp_path / "empty-cache"))
     path = [d for d in os.environ.get("PATH", "").split(os.pathsep) if d and not (Path(d) / "unitd").exists()]
     monkeypatch.setenv("PATH", os.pathsep.join(path))
     monkeypatch.setattr(units, "PACKAGED_UNITD", tmp_path / "no-such-unitd")
