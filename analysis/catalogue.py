@@ -16,6 +16,7 @@ have (``stuck_requests`` of a wasmtime run) makes its condition false. Facts:
                                          share of restarts whose replaced process crashed
 ``crashed_<role>``                       crashes by role (app, prototype, router, controller, main)
 ``stop_hang survivors``                  teardown: main ignored SIGTERM (0/1); processes left
+``resizes``                              1 when a restart changed the app's process count
 ``stuck_requests stuck_share``           /status requests/connections active after the load, and
                                          as a share of the requests sent in restart windows
 ``users sleep_share rate``               the load (Locust users, /sleep share, open-model rate)
@@ -157,6 +158,7 @@ def facts(run: Run, summary: dict[str, Any]) -> dict[str, Any]:
     for key in ("restarts", "unrecovered", "restart_http_errors", "restart_api_max_s", "window_timeout_rate",
                 "window_error_rate", "lingering_max", "recovery_p95_s", "rss_slope", "fd_slope"):
         out[key] = o.get(key)
+    out["resizes"] = 1.0 if any(r.get("kind") == "processes" for r in summary.get("restarts", [])) else 0.0
     hangs = [f for f in run.meta.get("findings", []) if f.get("kind") == "stop_hang"]
     out["stop_hang"] = float(len(hangs))
     out["survivors"] = float(len(run.meta.get("survivors") or []))

@@ -244,6 +244,9 @@ def _summary(run: Run, window_s: float | None, grace_s: float | None) -> tuple[R
         raise GateInputError(str(exc).splitlines()[0]) from exc
 
 
+MIN_TREND_RESTARTS = 3
+
+
 def check_run(result: GateResult, run: Run, s: dict[str, Any], limits: dict[str, Any]) -> None:
     """The absolute checks of one run."""
     scope = run.run_id
@@ -295,10 +298,17 @@ def check_run(result: GateResult, run: Run, s: dict[str, Any], limits: dict[str,
                    "0 unrecovered", "fail" if lost else "pass", note)
     upper("recovery p95", "recovery_p95_s_max", o["recovery_p95_s"], "s",
           "no restart recovered", timing_note + (", [emulated] limit" if emulated else ""))
-    upper("RSS growth per restart", "rss_slope_max", o["rss_slope"], "bytes",
-          "fewer than two census points", "emulated run: RSS is qemu's, [emulated] limit" if emulated else "")
-    upper("fd growth per restart", "fd_slope_max", o["fd_slope"], "fds",
-          "fewer than two census points")
+    # a growth per restart needs a trend (3+ restarts) over trees of one shape (a process-count change
+    # grows the tree by design)
+    kinds = {r.get("kind") for r in restarts}
+    no_trend = (f"{len(restarts)} restart(s): a growth trend needs {MIN_TREND_RESTARTS}"
+                if len(restarts) < MIN_TREND_RESTARTS else
+                "process-count changes resize the tree" if "processes" in kinds else "")
+    upper("RSS growth per restart", "rss_slope_max", None if no_trend else o["rss_slope"], "bytes",
+          no_trend or "fewer than two census points",
+          "emulated run: RSS is qemu's, [emulated] limit" if emulated else "")
+    upper("fd growth per restart", "fd_slope_max", None if no_trend else o["fd_slope"], "fds",
+          no_trend or "fewer than two census points")
     host_checks(result, run, s, limits)
 
 
