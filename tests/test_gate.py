@@ -273,3 +273,13 @@ def test_a_crash_rate_limit_can_be_switched_off():
     result = GateResult()
     crash_rate_check(result, "run", 3, 3, False, 0.002, "", "")
     assert result.rows[0].verdict == "skip" and result.rows[0].limit == "off"
+
+
+def test_growth_per_restart_needs_a_trend(tmp_path):
+    """One or two restarts make no trend: the RSS and fd growth rows skip, saying why."""
+    run = clean_run(tmp_path, "two", restarts=(10.0, 15.0))
+    rows = {r.check: r for r in evaluate([run]).rows}
+    for check in ("RSS growth per restart", "fd growth per restart"):
+        assert rows[check].verdict == "skip" and "a growth trend needs 3" in rows[check].note
+    rows = {r.check: r for r in evaluate([clean_run(tmp_path, "three")]).rows}
+    assert rows["RSS growth per restart"].verdict == "pass"
