@@ -407,7 +407,6 @@ def debian_toolchain(version: str, arch: str, log: Callable[[str], None]) -> Too
     the standard library for it too. Nothing is installed into the system."""
     short = version.split("+")[0]
     root = unit_cache() / "toolchains" / f"rustc-web-{short}"
-    triple = RUST_TARGETS[arch]
     with _locked(root.with_suffix(".lock")):
         want = [f"rustc-web={version}", f"cargo-web={version}",
                 f"libstd-rust-web-{'.'.join(short.split('.')[:2])}={version}", f"libstd-rust-web-dev={version}"]
