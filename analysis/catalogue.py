@@ -162,8 +162,7 @@ def facts(run: Run, summary: dict[str, Any]) -> dict[str, Any]:
     hangs = [f for f in run.meta.get("findings", []) if f.get("kind") == "stop_hang"]
     out["stop_hang"] = float(len(hangs))
     out["survivors"] = float(len(run.meta.get("survivors") or []))
-    unit = summary.get("unit") or {}
-    crashes = unit.get("crashes") or {}
+    crashes = (summary.get("host_checks") or {}).get("crashes") or {}
     if crashes.get("measured"):
         n = o.get("restarts") or 0
         out["crashes_serving"] = crashes.get("serving")
@@ -173,7 +172,7 @@ def facts(run: Run, summary: dict[str, Any]) -> dict[str, Any]:
         for role in ("app", "prototype", "router", "controller", "main"):
             out[f"crashed_{role}"] = float(sum(v for k, v in (crashes.get("by_kind") or {}).items()
                                                if k.split(" ")[0] == role))
-    idle = unit.get("idle") or {}
+    idle = (summary.get("host_checks") or {}).get("idle") or {}
     if idle.get("measured") and idle.get("status_samples"):
         status = idle.get("status") or {}
         stuck = max([v for k, v in status.items() if k.endswith("requests.active")] or [0.0])
@@ -251,7 +250,7 @@ def _version_note(bug: Bug, version: str | None, commit: str | None = None) -> s
     """Where the run's build stands: for a build of a known commit, before or after the fix commits;
     else a known affected version, or at/after a fixed one (a regression, or a look-alike)."""
     if commit and bug.fix_commits:
-        has = _contains_fix(commit, bug.fix_commits)
+        has = _contains_fix(bug.host, commit, bug.fix_commits)
         if has is False:
             return f"commit {commit[:10]} comes before the fix ({', '.join(c[:10] for c in bug.fix_commits)})"
         if has is True:
@@ -260,7 +259,7 @@ def _version_note(bug: Bug, version: str | None, commit: str | None = None) -> s
         return ""
     if version in bug.affected:
         return f"{version} is a known affected version"
-    from restartbench.matrix import version_key
+    from restartbench.hosts.base import version_key
 
     fixed = [v for v in bug.fixed_in if version_key(v) <= version_key(version)]
     if fixed:
@@ -268,21 +267,14 @@ def _version_note(bug: Bug, version: str | None, commit: str | None = None) -> s
     return ""
 
 
-def _contains_fix(commit: str, fixes: tuple[str, ...]) -> bool | None:
-    """Whether ``commit`` descends from any of ``fixes``, asked of the builder's source mirrors
-    (None when no mirror knows them)."""
-    import subprocess
+def _contains_fix(kind: str, commit: str, fixes: tuple[str, ...]) -> bool | None:
+    """Whether ``commit`` descends from any of ``fixes``, asked of the host (None: it cannot tell)."""
+    from restartbench import hosts
 
-    from restartbench import unitbuild
-
-    for mirror in sorted((unitbuild.unit_cache() / "sources").glob("*.git")):
-        answers = [subprocess.run(["git", "--git-dir", str(mirror), "merge-base", "--is-ancestor", fix, commit],
-                                  capture_output=True).returncode for fix in fixes]
-        if 0 in answers:
-            return True
-        if answers and all(a == 1 for a in answers):
-            return False
-    return None
+    try:
+        return hosts.get(kind).contains_commit(commit, fixes)
+    except hosts.UnknownHost:
+        return None
 
 
 def by_check(matches: list[Match]) -> dict[str, list[str]]:

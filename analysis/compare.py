@@ -18,7 +18,7 @@ from rich.table import Table
 
 from restartbench.results import Run, read_run, write_atomic
 
-from .summary import cached_summary
+from .summary import Analysis, cached_summary
 
 KEYS = ("host", "target", "version", "arch", "emulated", "scenario")
 
@@ -89,13 +89,16 @@ def runs_frame(pairs: Iterable[tuple[Run, dict[str, Any]]]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns)
 
 
-def compare_table(runs: Sequence[Run | Path | str], window_s: float | None = None,
+def compare_table(runs: Sequence[Run | Analysis | Path | str], window_s: float | None = None,
                   grace_s: float | None = None, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
     """One row per (host, target, version, arch, emulated, scenario): ``runs``, ``incomplete``,
     ``unrecovered`` (summed), and for each headline metric its mean and ``<metric>_lo``/``_hi``
     (95% bootstrap CI of the mean over the group's runs; NaN with one run). ``label`` names the
-    group, ``note`` flags emulated rows; ``df.attrs["notes"]`` holds the table's notes."""
-    pairs = [(run, cached_summary(run, window_s, grace_s)) for run in load_runs(runs)]
+    group, ``note`` flags emulated rows; ``df.attrs["notes"]`` holds the table's notes. An Analysis
+    made with these W and grace is used as it is; a run's summary.json when it is current."""
+    pairs = [(r.run, r.summary()) if isinstance(r, Analysis) and r.matches(window_s, grace_s) else
+             (run := (r.run if isinstance(r, Analysis) else r), cached_summary(run, window_s, grace_s))
+             for r in [x if isinstance(x, Analysis) else load_runs([x])[0] for x in runs]]
     return compare_summaries(pairs, n_boot=n_boot, seed=seed)
 
 

@@ -93,10 +93,10 @@ def run_tables(summary: dict[str, Any], meta: dict[str, Any]) -> list[Table]:
         cost = cpu / max(meta.get("duration_s") or 1e-9, 1e-9)
         head.add_row("census", f"{census['rounds']} samples every {census['interval_s'] * 1000:.0f} ms, "
                      f"{cost * 100:.1f}% of a core")
-    unit = summary.get("unit") or {}
-    if unit.get("applicable"):
-        found = unit.get("findings") or []
-        head.add_row("Unit checks", "ok" if not found else "[red]" + "; ".join(
+    own = summary.get("host_checks") or {}
+    if own.get("applicable"):
+        found = own.get("findings") or []
+        head.add_row(f"{own.get('host', 'host')} checks", "ok" if not found else "[red]" + "; ".join(
             str(f.get("detail", f)) if isinstance(f, dict) else str(f) for f in found[:6]) + "[/]")
     out = [phase_table(summary)]
     if summary["restarts"]:

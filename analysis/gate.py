@@ -29,7 +29,7 @@ from restartbench.results import FormatError, Run, read_run
 
 from .catalogue import NO_MATCH
 from .compare import fmt
-from .summary import summarize
+from .summary import Analysis, analyses
 
 DEFAULT_PATH = Path(__file__).resolve().parent.parent / "gates" / "default.toml"
 
@@ -210,25 +210,26 @@ def open_runs(paths: Sequence[Path | str]) -> list[Run]:
     return runs
 
 
-def evaluate(candidates: Sequence[Run], limits: dict[str, dict[str, Any]] | None = None,
-             baseline: Sequence[Run] | None = None, alpha: float | None = None,
+def evaluate(candidates: Sequence[Run | Analysis], limits: dict[str, dict[str, Any]] | None = None,
+             baseline: Sequence[Run | Analysis] | None = None, alpha: float | None = None,
              min_effect: float | None = None) -> GateResult:
     """Judge ``candidates`` against ``limits`` (from load_limits; None = defaults) and, if given,
     against ``baseline`` runs. ``alpha``/``min_effect`` default to the limits' [baseline]
-    (0.002 and 0.10 as shipped)."""
+    (0.002 and 0.10 as shipped). Runs are analysed afresh (never a stale summary.json); an Analysis
+    made with the limits' W and grace is used as it is."""
     if not candidates:
         raise GateInputError("no candidate runs to judge; pass at least one results directory")
     limits = validate_limits({}, "defaults") if limits is None else limits
     analysis = limits.get("analysis", {})
     window_s, grace_s = analysis.get("window_s"), analysis.get("grace_s")
     result = GateResult()
-    cand = [_summary(run, window_s, grace_s) for run in candidates]
+    cand = _summaries(candidates, window_s, grace_s)
     for run, summary in cand:
         emulated = bool(summary["run"]["target"].get("emulated"))
         check_run(result, run, summary, {**limits["limits"], **(limits["emulated"] if emulated else {})})
         result.known[run.run_id] = summary.get("known_bugs") or []
     if baseline:
-        base = [_summary(run, window_s, grace_s) for run in baseline]
+        base = _summaries(baseline, window_s, grace_s)
         b = limits.get("baseline", {})
         compare_baseline(result, cand, base,
                          alpha=b.get("alpha", 0.002) if alpha is None else alpha,
@@ -237,9 +238,10 @@ def evaluate(candidates: Sequence[Run], limits: dict[str, dict[str, Any]] | None
     return result
 
 
-def _summary(run: Run, window_s: float | None, grace_s: float | None) -> tuple[Run, dict[str, Any]]:
+def _summaries(items: Sequence[Run | Analysis], window_s: float | None,
+               grace_s: float | None) -> list[tuple[Run, dict[str, Any]]]:
     try:
-        return run, summarize(run, window_s=window_s, grace_s=grace_s)   # never a stale cache
+        return [(a.run, a.summary()) for a in analyses(items, window_s, grace_s)]
     except FormatError as exc:
         raise GateInputError(str(exc).splitlines()[0]) from exc
 
@@ -325,7 +327,7 @@ def host_checks(result: GateResult, run: Run, s: dict[str, Any], limits: dict[st
     build, in ~1 of 4 runs under load; 1.32.0 at low load: all of them) as a share of the requests
     sent in restart windows."""
     scope = run.run_id
-    unit = s.get("unit") or {}
+    own = s.get("host_checks") or {}
     kind = s["run"]["target"].get("kind") or "the host"
     alpha = CRASH_ALPHA
 
@@ -333,7 +335,7 @@ def host_checks(result: GateResult, run: Run, s: dict[str, Any], limits: dict[st
               unit_: str = "count") -> None:
         upper_limit(result, scope, name, limits.get(key), value, unit_, skip_note, fail_note=note, shown=shown)
 
-    crashes = unit.get("crashes") if unit.get("applicable") else None
+    crashes = own.get("crashes") if own.get("applicable") else None
     measured = bool(crashes and crashes.get("measured"))
     no_log = "no host.log in the run" if crashes else f"{kind} does not report its processes' exits"
     serving = crashes.get("serving", crashes.get("total")) if measured else None
@@ -352,17 +354,17 @@ def host_checks(result: GateResult, run: Run, s: dict[str, Any], limits: dict[st
     roles = sorted({str(p.get("role") or "?") for p in survivors})
     check("processes outliving the stop", "survivors_max", len(survivors), str(len(survivors)),
           f"{len(survivors)} {kind} process(es) ({', '.join(roles)}) still alive after the stop; killed")
-    idle = unit.get("idle") or {}
+    idle = own.get("idle") or {}
     held = {k: v for k, v in (idle.get("status") or {}).items() if v > 0}
     stuck = int(max(held.values(), default=0))
     sent = (s.get("phases", {}).get("windows") or {}).get("requests") or 0
-    measured = unit.get("applicable") and idle.get("stuck") is not None
+    measured = own.get("applicable") and idle.get("stuck") is not None
     check("requests stuck at idle", "stuck_at_idle_share_max", stuck / sent if measured and sent else None,
           f"{stuck} ({stuck / sent:.3%} of window requests)" if measured and sent else "–",
-          "Unit's /status after the load ended still counts " +
+          f"{kind}'s status counters after the load ended still count " +
           ", ".join(f"{k} = {v:g}" for k, v in held.items()) +
           ": requests never answered, connections never closed",
-          f"{kind} reports no request/connection counters" if not unit.get("applicable")
+          f"{kind} reports no request/connection counters" if not own.get("applicable")
           else "no /status sample after the load ended" if not measured else "no requests in restart windows",
           "rate")
 

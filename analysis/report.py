@@ -16,7 +16,7 @@ from restartbench.results import Run, write_atomic
 from . import plots
 from .compare import HEADLINE, compare_summaries, fmt, load_runs
 from .gate import GateResult
-from .summary import analyze, with_host_checks
+from .summary import Analysis, analyses
 
 CSS = """
 body { font: 14px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
@@ -42,20 +42,21 @@ RESTART_COLUMNS: list[tuple[str, str, str]] = [   # (column, title, unit)
 ]
 
 
-def write_report(runs: Sequence[Run | Path | str], out_path: Path | str,
+def write_report(runs: Sequence[Run | Analysis | Path | str], out_path: Path | str,
                  gate: GateResult | None = None, window_s: float | None = None,
                  grace_s: float | None = None, title: str = "restartbench report") -> Path:
-    """Write the report for ``runs`` to ``out_path`` (atomically) and return the path."""
-    analyses = [analyze(run, window_s=window_s, grace_s=grace_s) for run in load_runs(runs)]
-    summaries = [(a.run, with_host_checks(a.run, a.summary(), grace_s)) for a in analyses]
+    """Write the report for ``runs`` to ``out_path`` (atomically) and return the path; an Analysis
+    made with these W and grace is used as it is (no second analysis)."""
+    done = analyses([r if isinstance(r, Analysis) else load_runs([r])[0] for r in runs], window_s, grace_s)
+    summaries = [(a.run, a.summary()) for a in done]
     parts = [f"<h1>{escape(title)}</h1>",
-             f'<p class="meta">{len(analyses)} run(s); generated '
+             f'<p class="meta">{len(done)} run(s); generated '
              f'{_dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")}</p>']
     if summaries:
         parts.append("<h2>Comparison</h2>" + compare_html(compare_summaries(summaries)))
     if gate is not None:
         parts.append("<h2>Gate</h2>" + gate_html(gate))
-    for a, (_, summary) in zip(analyses, summaries):
+    for a, (_, summary) in zip(done, summaries):
         parts.append(run_html(a, summary))
     html = ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>{escape(title)}</title><style>{CSS}</style></head><body>\n"

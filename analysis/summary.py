@@ -1,4 +1,7 @@
-"""One run's metrics as a JSON-able dict (summary.json): overall, per phase, per restart, retention."""
+"""One run's metrics as a JSON-able dict (summary.json): overall, per phase, per restart, retention,
+the host's own checks and the known bugs it matches. ``analyze(run)`` computes all of it once; its
+``Analysis`` is what the summary table, summary.json, the gate and the report are all made from
+(docs/metrics.md defines every number, docs/results.md the file)."""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
+from restartbench import hosts
 from restartbench.results import Run, write_json
 
 from . import metrics
@@ -17,7 +21,7 @@ from .windows import Windows, restart_windows
 
 #: Bumped when the layout or a definition in summary.json changes; compare redoes cached
 #: summaries of another format (the gate always recomputes).
-SUMMARY_FORMAT = 3
+SUMMARY_FORMAT = 4
 
 TARGET_KEYS = ("kind", "name", "version", "arch", "emulated")
 
@@ -37,23 +41,35 @@ class Analysis:
     restarts: pd.DataFrame
     retention: dict[str, Any]
     overall: dict[str, Any] = field(default_factory=dict)
+    _summary: dict[str, Any] | None = field(default=None, repr=False)
 
     def summary(self) -> dict[str, Any]:
-        return jsonable({
-            "summary_format": SUMMARY_FORMAT,
-            "params": self.params,
-            "run": run_info(self.run),
-            "overall": self.overall,
-            "phases": self.phases,
-            "restarts": self.restarts.to_dict(orient="records"),
-            "retention": self.retention,
-        })
+        """summary.json's dict (computed once; the host's checks and known bugs included)."""
+        if self._summary is None:
+            base = jsonable({
+                "summary_format": SUMMARY_FORMAT,
+                "params": self.params,
+                "run": run_info(self.run),
+                "overall": self.overall,
+                "phases": self.phases,
+                "restarts": self.restarts.to_dict(orient="records"),
+                "retention": self.retention,
+            })
+            self._summary = with_host_checks(self.run, base, self.params["grace_s"])
+        return self._summary
+
+    def matches(self, window_s: float | None, grace_s: float | None) -> bool:
+        """Whether this analysis used the W and grace that ``window_s``/``grace_s`` ask for (None:
+        the scenario's), with no warm-up cut: then it can stand for a fresh one."""
+        scenario = self.run.meta.get("scenario") or {}
+        return (self.params["window_s"], self.params["grace_s"]) == analysis_params(scenario, window_s, grace_s) \
+            and not self.params.get("warmup_s")
 
 
 def analyze(run: Run, window_s: float | None = None, grace_s: float | None = None,
             warmup_s: float = 0.0, app_roles: Sequence[str] | None = None,
             timeout_s: float | None = None) -> Analysis:
-    """Read a run's files and compute all metrics (see DESIGN.md "Metrics" and metrics.py).
+    """Read a run's files and compute all metrics (docs/metrics.md defines them; metrics.py computes).
 
     ``window_s``/``grace_s`` default to the scenario's (run.json), else 5 s. ``warmup_s``: requests
     started before it (and before the first restart) are left out of the steady state.
@@ -195,35 +211,55 @@ def run_info(run: Run) -> dict[str, Any]:
 def summarize(run: Run, window_s: float | None = None, grace_s: float | None = None,
               **options: Any) -> dict[str, Any]:
     """The run's metrics as a JSON-able dict (NaN -> None). W and grace default to the scenario's,
-    else 5 s; ``options``: warmup_s, app_roles, timeout_s (see ``analyze``). A Unit run also gets
-    ``unit``: the Unit-specific checks of ``unit_checks.check_run``."""
-    summary = analyze(run, window_s=window_s, grace_s=grace_s, **options).summary()
-    return with_host_checks(run, summary, grace_s)
+    else 5 s; ``options``: warmup_s, app_roles, timeout_s (see ``analyze``)."""
+    return analyze(run, window_s=window_s, grace_s=grace_s, **options).summary()
+
+
+def analyses(items: Sequence[Run | Analysis | Path | str], window_s: float | None = None,
+             grace_s: float | None = None) -> list[Analysis]:
+    """An Analysis for each item: one given that used these W and grace is kept as it is (analysed
+    once per command), a run or a path is analysed now."""
+    from restartbench.results import read_run
+
+    out = []
+    for item in items:
+        if isinstance(item, Analysis) and item.matches(window_s, grace_s):
+            out.append(item)
+        else:
+            run = item.run if isinstance(item, Analysis) else item if isinstance(item, Run) else read_run(item)
+            out.append(analyze(run, window_s=window_s, grace_s=grace_s))
+    return out
 
 
 def with_host_checks(run: Run, summary: dict[str, Any], grace_s: float | None = None) -> dict[str, Any]:
-    """``summary`` plus what a host's own reports add: for a Unit run ``unit`` (the checks of
-    ``unit_checks.check_run``), each restart's ``crashes`` and the run's ``overall.crashes``; for
-    every run ``known_bugs``, the catalogue entries it matches (``catalogue.match``)."""
-    if (run.meta.get("target") or {}).get("kind") == "unit":
-        from .unit_checks import check_run
-
-        summary["unit"] = jsonable(check_run(run, grace_s=grace_s))
-        per = {r.get("index"): r.get("crashes") for r in summary["unit"].get("restarts", [])}
+    """``summary`` plus what the run's host reports itself (``Host.run_checks``: for Unit its log and
+    /status): ``host_checks``, each restart's ``crashes`` and the run's ``overall.crashes`` when the
+    host reports crashes; for every run ``known_bugs``, the catalogue entries it matches."""
+    host = hosts.for_run(run.meta)
+    checks = host.run_checks(run, grace_s=grace_s) if host is not None else None
+    summary["host_checks"] = None if checks is None else {"host": host.kind, **jsonable(checks)}
+    if checks is not None and checks.get("crashes") is not None:
+        per = {r.get("index"): r.get("crashes") for r in summary["host_checks"].get("restarts", [])}
         for r in summary["restarts"]:
             r["crashes"] = per.get(r.get("index"))
-        summary["overall"]["crashes"] = (summary["unit"].get("crashes") or {}).get("total")
+        summary["overall"]["crashes"] = (summary["host_checks"].get("crashes") or {}).get("total")
     from .catalogue import match
 
     summary["known_bugs"] = [m.describe() for m in match(run, summary)]
     return summary
 
 
-def write_summary(run: Run, window_s: float | None = None, grace_s: float | None = None,
+def write_summary(run: Run | Analysis, window_s: float | None = None, grace_s: float | None = None,
                   **options: Any) -> Path:
-    """Write ``summary.json`` into the run's directory (atomically) and return its path."""
+    """Write ``summary.json`` into the run's directory (atomically) and return its path; given an
+    Analysis, its summary (no second analysis)."""
+    if isinstance(run, Analysis) and not options and run.matches(window_s, grace_s):
+        summary, run = run.summary(), run.run
+    else:
+        run = run.run if isinstance(run, Analysis) else run
+        summary = summarize(run, window_s=window_s, grace_s=grace_s, **options)
     path = Path(run.path) / "summary.json"
-    write_json(path, summarize(run, window_s=window_s, grace_s=grace_s, **options))
+    write_json(path, summary)
     return path
 
 

@@ -44,9 +44,10 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from restartbench import apps, installations, procs  # noqa: E402
+from restartbench.hosts import wasmtime as wasmtime_host
 from restartbench.census import Census  # noqa: E402
 from restartbench.load import Load, LoadSpec  # noqa: E402
-from restartbench.targets.wasmtime import WasmtimeTarget  # noqa: E402
+from restartbench.hosts.wasmtime import WasmtimeTarget  # noqa: E402
 
 GOALS = {"recorder": ("rps with recorder / plain Locust", ">=", 0.90),
          "processes": ("restartbench load rps / wrk rps (best N)", ">=", 0.80),
@@ -63,7 +64,7 @@ class Host:
 
     def __enter__(self) -> "Host":
         self.dir = Path(tempfile.mkdtemp(prefix="rb-overhead-"))
-        self.target = WasmtimeTarget(installations.wasmtime(), apps.build("hello"), self.dir / "host")
+        self.target = WasmtimeTarget(wasmtime_host.installation(), apps.build("hello"), self.dir / "host")
         self.target.start()
         return self
 
@@ -300,8 +301,8 @@ def measure_census(quick: bool, work: Path) -> dict:
 
 
 def measure_census_unit(quick: bool, work: Path) -> dict:
-    from restartbench import units
-    from restartbench.targets.unit import UnitTarget
+    from restartbench.hosts.unit import discovery as units
+    from restartbench.hosts.unit.target import UnitTarget
 
     duration = 5 if quick else 15
     try:

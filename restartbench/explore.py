@@ -28,11 +28,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from . import results, scenarios
+from . import hosts, results, scenarios
 from .load import LoadSpec
 from .run import ConfigError, Interrupted, RunConfig, RunOutcome, run
 
-KINDS_BY_HOST = {"unit": ("restart", "config", "swap", "processes"), "wasmtime": ("restart", "config", "swap")}
 SPACINGS_S = (1.0, 2.0, 3.0, 5.0)
 USERS = (1, 2, 5, 10, 20, 40)
 WARMUP_S, COOLDOWN_S = 2.0, 4.0
@@ -102,9 +101,11 @@ class Plan:
         return "\n".join(lines) + "\n"
 
 
-def random_plan(rng: random.Random, host: str) -> Plan:
-    """A plan drawn from the space: 1-6 actions of the host's kinds, spacing, load shape."""
-    kinds = KINDS_BY_HOST.get(host, ("restart",))
+def random_plan(rng: random.Random, host: hosts.Host | str) -> Plan:
+    """A plan drawn from the space: 1-6 actions of the host's restart kinds, spacing, load shape, and
+    (a host that runs several) 1-3 app processes."""
+    host = hosts.get(host) if isinstance(host, str) else host
+    kinds = host.restart_kinds
     n = rng.choice((1, 2, 3, 4, 6))
     mix = tuple(rng.choice(kinds) if rng.random() < 0.5 else "restart" for _ in range(n))
     users = rng.choice(USERS)
@@ -113,7 +114,7 @@ def random_plan(rng: random.Random, host: str) -> Plan:
                 sleep_share=rng.choice((0.0, 0.0, 0.1, 0.5)) if users >= 2 else 0.0,
                 rate=float(rng.choice((20, 100, 400))) if open_model else 0.0,
                 fresh_connections=rng.random() < 0.3,
-                processes=rng.choice((1, 1, 2, 3)) if host == "unit" else 1)
+                processes=rng.choice((1, 1, 2, 3)) if (host.max_processes or 3) >= 3 else 1)
 
 
 def simpler(plan: Plan) -> Iterator[Plan]:
@@ -223,7 +224,7 @@ def explore(target: str, budget_s: float, out: Path, *, seed: int = 0, arch: str
     found = Exploration(target, seed, budget_s)
     t0 = clock()
     judge = judge or gate_judge(limits)
-    host = (installation.kind if installation is not None else target.partition("@")[0])
+    host = hosts.of(installation) if installation is not None else hosts.split(target)[0]
     left = lambda: budget_s - (clock() - t0)                   # noqa: E731
 
     def trial(plan: Plan, purpose: str) -> Trial:

@@ -33,7 +33,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from . import procs, results
-from .targets.base import free_port
+from .hosts.base import free_port
 
 LOCUSTFILE = Path(__file__).resolve().parent.parent / "locustfiles" / "restart_load.py"
 

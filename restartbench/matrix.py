@@ -13,51 +13,30 @@ another, then one comparison and one gate verdict over the set; and a bisect ove
 Each cell is an ordinary ``restartbench.run.run`` with its own results directory. A cell that cannot
 run (its build is missing for that arch, the host cannot do the scenario, the host never came up)
 is recorded with its reason and the matrix goes on. Cells are ordered by host kind, then version
-(``packaging.version`` order; 1.32.0 < 1.32.1 < 1.33.0), then arch and scenario in the order given.
+(``hosts.base.version_key``; 1.32.0 < 1.32.1 < 1.33.0), then arch and scenario in the order given.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import inspect
-import re
 import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
-from . import installations, results, scenarios, tools
+from . import hosts, installations, results, scenarios, tools
+from .arches import host_arch, normalize_arch
 from .installations import InstallationError
 from .run import ConfigError, Interrupted, Progress, RunConfig, RunOutcome, interruptible, run
 from .scenarios import Scenario
-from .targets import Installation, target_class
+from .hosts.base import Installation, version_key
 
-KINDS = ("wasmtime", "unit")
 ALL = "*"                          # unit@* : every usable build of that kind
 
 
 class MatrixInputError(ValueError):
     """A selection that cannot be a matrix (unknown host kind, no cells, unknown version)."""
-
-
-# -- version order ------------------------------------------------------------------------------
-
-def version_key(version: str) -> tuple:
-    """A sort key: PEP 440 order when ``version`` parses (1.32.0 < 1.32.1 < 1.33.0 < 1.35.0rc1 is
-    handled), else the numbers in it; unparsable versions sort after parsable ones."""
-    try:
-        from packaging.version import InvalidVersion, Version
-    except ImportError:                                   # packaging comes with pip/matplotlib
-        Version, InvalidVersion = None, Exception
-    text = str(version).strip().removeprefix("v")
-    if Version is not None:
-        try:
-            return (0, Version(text), ())
-        except InvalidVersion:
-            pass
-    nums = tuple(int(n) for n in re.findall(r"\d+", text))
-    return (1 if nums else 2, nums, text)
 
 
 def _item_version(item: Any) -> str:
@@ -87,6 +66,10 @@ class Cell:
     @property
     def kind(self) -> str:
         return self.installation.kind if self.installation else self.target.partition("@")[0]
+
+    @property
+    def host(self) -> hosts.Host:
+        return hosts.of(self.installation) if self.installation else hosts.split(self.target)[0]
 
     @property
     def version(self) -> str:
@@ -122,20 +105,19 @@ def split_list(text: str | Sequence[str] | None) -> list[str]:
 
 
 def _check_spec(spec: str) -> str:
-    kind, _, name = spec.partition("@")
-    if kind not in KINDS:
-        raise MatrixInputError(f"unknown target {spec!r}: use wasmtime, unit, unit@NAME or unit@* "
-                               f"(`restartbench targets` lists what is installed)")
-    if kind == "wasmtime" and name not in ("", "wasmtime"):
-        raise MatrixInputError(f"{spec}: only the pinned wasmtime is available; use wasmtime")
+    try:
+        hosts.split(spec)
+    except InstallationError as exc:
+        raise MatrixInputError(f"{exc}; KIND@{ALL} selects every build of a kind") from None
     return spec
 
 
 def _lookup(registry: Sequence[Installation], spec: str, arch: str) -> Installation:
     """``spec`` on ``arch`` among ``registry`` (by name, then version; newest when several)."""
-    kind, _, name = spec.partition("@")
+    host, name = hosts.split(spec)
+    kind = host.kind
     same = [i for i in registry if i.kind == kind and i.arch == arch]
-    if name and name != kind:
+    if name:
         same = [i for i in same if i.answers_to(name)] or [i for i in same if i.version == name]
     if not same:
         have = ", ".join(sorted({f"{i.label} ({i.version}, {i.arch})" for i in registry if i.kind == kind}))
@@ -146,7 +128,7 @@ def _lookup(registry: Sequence[Installation], spec: str, arch: str) -> Installat
 
 def usable_installations() -> list[Installation]:
     """Every usable host build ``installations.discover()`` finds here."""
-    return [c.installation for c in installations.discover() if c.installation is not None and not c.reason]
+    return installations.usable()
 
 
 def cells(targets: Sequence[str | Installation] | str, arches: Sequence[str] | str | None = None,
@@ -163,7 +145,7 @@ def cells(targets: Sequence[str | Installation] | str, arches: Sequence[str] | s
     cannot be resolved for an arch still yields a cell, with ``error`` set.
     Raises MatrixInputError / InstallationError / ScenarioError on input that is wrong as typed."""
     target_items = split_list(targets) if isinstance(targets, str) else list(targets)
-    arch_list = [installations.normalize_arch(a) for a in split_list(arches)] or [installations.host_arch()]
+    arch_list = [normalize_arch(a) for a in split_list(arches)] or [host_arch()]
     scen_items = split_list(scenario_list) if isinstance(scenario_list, str) else list(scenario_list or [])
     scen_objs = [s if isinstance(s, Scenario) else scenarios.load(s) for s in scen_items] or [scenarios.load(
         "periodic-restart")]
@@ -302,7 +284,7 @@ def cell_config(cell: Cell, base: RunConfig, run_id: str | None = None) -> tuple
     does not take are left out (named in the second value)."""
     if cell.installation is None:
         raise ConfigError(cell.error or f"{cell.target} has no build for {cell.arch}")
-    accepted = set(inspect.signature(target_class(cell.installation.kind).__init__).parameters)
+    accepted = set(hosts.of(cell.installation).option_names())
     options = {k: v for k, v in base.target_options.items() if k in accepted}
     dropped = sorted(set(base.target_options) - set(options))
     cfg = dataclasses.replace(base, target=cell.target, arch=cell.arch, scenario=cell.scenario,
@@ -353,11 +335,12 @@ def run_matrix(cell_list: Sequence[Cell], base_config: RunConfig,
             opened.append(results.read_run(r.path))
         except results.FormatError as exc:
             r.status, r.reason = "failed", f"results unreadable: {exc}"
-    if opened:
-        result.table = analysis.compare_table(opened)
-        result.verdict = analysis.evaluate(opened, limits)
+    done = [analysis.analyze(run) for run in opened]      # once: the table, the verdict and the report
+    if done:
+        result.table = analysis.compare_table(done)
+        result.verdict = analysis.evaluate(done, limits)
     result.wall_s = time.monotonic() - t_start
-    _save(result, opened, html)
+    _save(result, done, html)
     return result
 
 

@@ -1,6 +1,8 @@
 """One run: target up -> census + load + restart plan -> target down -> a complete results directory.
 
-``run(config)`` is the one way in: the CLI, the tests and the asv benchmarks all call it. Whatever
+``run(config)`` is the one way in: the CLI, the tests and the asv benchmarks all call it. It first
+checks everything the CLI checks (``validate``: the same one-line ConfigErrors, exit 2 at the CLI), so a
+run started from Python or asv is as valid as one started from the command line. Whatever
 happens (the host fails, Locust dies, Ctrl-C, SIGTERM/SIGHUP), the results directory ends complete or
 marked ``interrupted`` / ``failed`` with every row gathered until then, and no process of the run is
 left alive.
@@ -8,6 +10,7 @@ left alive.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import platform
 import shutil
@@ -26,12 +29,12 @@ from typing import Any, Callable, Iterator
 import pandas as pd
 import psutil
 
-from . import __version__, apps, census as census_mod, installations, results, tools
+from . import __version__, apps, arches, census as census_mod, hosts, installations, results, tools
 from .load import Load, LoadSpec
 from . import procs
 from .procs import describe_process
 from .scenarios import Scenario
-from .targets import Installation, RestartReply, Target, TargetError, make_target, target_class
+from .hosts.base import Installation, RestartReply, Target, TargetError
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_RESULTS = REPO / "results" / "runs"
@@ -69,8 +72,9 @@ class RunConfig:
     census_interval_s: float = 0.1
     host: str = "127.0.0.1"
     port: int | None = None
+    allow_remote: bool = False                    # a non-loopback ``host`` (never in tests)
     keep: bool = False                            # keep the temp dir (host state, sockets, logs)
-    target_options: dict[str, Any] = field(default_factory=dict)
+    target_options: dict[str, Any] = field(default_factory=dict)   # the host's Options fields by name
     installation: Installation | None = None      # resolved from target/arch when None
 
     def resolve(self) -> Installation:
@@ -80,6 +84,94 @@ class RunConfig:
             except (installations.InstallationError, tools.ToolMissing) as exc:
                 raise ConfigError(str(exc)) from exc
         return self.installation
+
+    @property
+    def host_kind(self) -> hosts.Host:
+        """The Host this config's target is (its resolved build's, else the spec's kind)."""
+        if self.installation is not None:
+            return hosts.of(self.installation)
+        try:
+            return hosts.split(self.target)[0]
+        except installations.InstallationError as exc:
+            raise ConfigError(str(exc)) from exc
+
+
+def validate(config: RunConfig, resolve: bool = True) -> None:
+    """Check everything about ``config`` that can be checked before a run starts; raise ConfigError
+    with one line saying what is wrong and how to fix it. ``resolve``: the target's build too (a
+    build made later, as a commit bisect does, is resolved then)."""
+    check_address(config.host, config.allow_remote)
+    if config.port is not None:
+        check_port(config.host, config.port)
+    sc, load = config.scenario, config.load
+    if load.request_timeout_s >= sc.restart_every_s and sc.restart_count > 1:
+        raise ConfigError(f"--request-timeout {load.request_timeout_s:g}s is not below the restart interval "
+                          f"{sc.restart_every_s:g}s: a hung request must end inside its window")
+    try:
+        apps.app_spec(config.app)
+    except apps.UnknownApp as exc:
+        raise ConfigError(str(exc)) from exc
+    host = config.host_kind
+    host_options(host, config.target_options)
+    problems = host.problems(sc)
+    if problems:
+        raise ConfigError(problems[0])
+    check_writable(config.results_root)
+    if resolve:
+        config.resolve()
+
+
+def host_options(host: hosts.Host, given: dict[str, Any]) -> Any:
+    """``given`` as ``host``'s Options; an option of another host is a ConfigError naming its flag."""
+    for name in given:
+        if name not in host.option_names():
+            owner = hosts.owner_of_option(name)
+            if owner is None:
+                raise ConfigError(f"unknown target option {name!r}")
+            flag = owner.option_flag(name) or name
+            raise ConfigError(f"{flag} is for the {owner.kind} target (--target {owner.spec_help()}), "
+                              f"not {host.kind}: drop it or pick that target")
+    try:
+        return host.options(given)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(str(exc)) from exc
+
+
+def check_address(host: str, allow_remote: bool = False) -> None:
+    """Load goes to loopback only: ``host`` must be 127.0.0.1/::1 (or any address with ``allow_remote``)."""
+    try:
+        addr = ipaddress.ip_address(host)
+    except ValueError:
+        raise ConfigError(f"--host {host!r} is not an IP address: use 127.0.0.1 or ::1") from None
+    if not addr.is_loopback and not allow_remote:
+        raise ConfigError(f"--host {host} is not a loopback address: load goes to 127.0.0.1/::1 only "
+                          f"(pass --allow-remote to override, never in tests)")
+
+
+def check_port(host: str, port: int) -> None:
+    """``port`` is a valid TCP port, free on ``host`` now."""
+    import socket
+
+    if not 1 <= port <= 65535:
+        raise ConfigError(f"--port {port} is out of range: use 1-65535 or leave it out for a free port")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            raise ConfigError(f"--port {port} on {host} is in use: pick another or leave --port out") from None
+
+
+def check_writable(path: Path) -> Path:
+    """``path`` exists (created if need be) and is a writable directory."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create {path}: {exc.strerror}; pass a writable directory") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ConfigError(f"{path} is not writable: pass a writable --results-dir")
+    return path
 
 
 @dataclass
@@ -115,9 +207,9 @@ def run(config: RunConfig, report: Reporter | None = None) -> RunOutcome:
 
 
 def _run(config: RunConfig, report: Reporter | None) -> RunOutcome:
+    validate(config)
     installation = config.resolve()
     scenario = config.scenario
-    _check_fit(installation, scenario)
     components = _components(config)
     run_id = config.run_id or _run_id(installation, scenario)
     try:
@@ -170,8 +262,10 @@ class _RunState:
     def execute(self) -> None:
         cfg, sc = self.config, self.scenario
         self._phase("starting host")
-        self.target = make_target(self.installation, self.components["a"], self.workdir / "host",
-                                  host=cfg.host, port=cfg.port, processes=sc.processes, **cfg.target_options)
+        host = hosts.of(self.installation)
+        self.target = host.target(self.installation, self.components["a"], self.workdir / "host",
+                                  options=host_options(host, cfg.target_options), host=cfg.host, port=cfg.port,
+                                  processes=sc.processes)
         self.meta["target"] = {**self.meta["target"], **self.target.describe()}
         self.t0 = time.monotonic()
         self.meta["t0_wall"] = time.time()
@@ -356,17 +450,6 @@ class _RunState:
                               "http_status": r.http_status, "body": r.body} for i, r in enumerate(self.replies)])
 
 
-def _check_fit(installation: Installation, scenario: Scenario) -> None:
-    """Refuse a scenario the host cannot perform, before anything starts."""
-    cls = target_class(installation.kind)
-    missing = sorted(set(scenario.actions) - set(cls.restart_kinds))
-    if missing:
-        raise ConfigError(f"{installation.kind} cannot do {', '.join(missing)} restarts (it does "
-                          f"{', '.join(cls.restart_kinds)}): pick another --actions or --scenario")
-    if installation.kind == "wasmtime" and scenario.processes != 1:
-        raise ConfigError("wasmtime serve runs one process: drop --processes (process counts are Unit's)")
-
-
 def _components(config: RunConfig) -> dict[str, Path]:
     """The app's component (variant ``a``) and, if the scenario swaps, its other build (``b``)."""
     try:
@@ -379,8 +462,8 @@ def _components(config: RunConfig) -> dict[str, Path]:
         if other not in apps.APPS:
             raise ConfigError(f"app {spec.name!r} has no second build for a component swap: use --app hello")
         out["b"] = apps.build(other)
-    if spec.wasmtime_flags and config.resolve().kind == "wasmtime":
-        config.target_options.setdefault("serve_flags", spec.wasmtime_flags)
+    for key, value in hosts.of(config.resolve()).app_options(spec).items():
+        config.target_options.setdefault(key, value)
     return out
 
 
@@ -421,7 +504,7 @@ def machine() -> dict[str, Any]:
             cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
     except OSError:
         pass
-    return {"hostname": platform.node(), "arch": installations.host_arch(), "cpu": cpu,
+    return {"hostname": platform.node(), "arch": arches.host_arch(), "cpu": cpu,
             "cores": os.cpu_count(), "kernel": platform.release(), "python": platform.python_version()}
 
 

@@ -34,7 +34,8 @@ def http_get(where: str | int, path: str = "/", timeout: float = 10.0) -> tuple[
 def unit_candidates() -> tuple:
     """Every Unit build declared on this machine, usable or not, in version order (empty if none);
     discovered once per test session (it runs each ``unitd --version``)."""
-    from restartbench import units
+    from restartbench.hosts.unit import discovery as units
+    from restartbench.hosts.base import version_key
     from restartbench.installations import InstallationError
 
     try:
@@ -43,7 +44,7 @@ def unit_candidates() -> tuple:
         return ()
     # builds restartbench made (its cache) are tested by test_unitbuild, not by every real-Unit test
     found = [c for c in found if c.reason != units.NO_UNIT and c.source != "built"]
-    return tuple(sorted(found, key=lambda c: (units.version_key(c.installation.version) if c.installation
+    return tuple(sorted(found, key=lambda c: (version_key(c.installation.version) if c.installation
                                               else (), c.spec)))
 
 
@@ -57,7 +58,7 @@ def pytest_generate_tests(metafunc):
 @pytest.fixture(scope="module")
 def unit_install(request):
     """One real Unit build (an Installation), from ``unit_candidates``."""
-    from restartbench import units
+    from restartbench.hosts.unit import discovery as units
 
     cand = request.param
     if cand is None:

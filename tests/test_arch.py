@@ -14,12 +14,13 @@ import pandas as pd
 import psutil
 import pytest
 
+from restartbench import arches
 from restartbench import LoadSpec, RunConfig, apps, installations, read_run, run, scenarios, tools
 from restartbench.installations import InstallationError
-from restartbench.targets.base import process_title
-from restartbench.targets.wasmtime import EMULATED_FLAGS, EMULATED_VMEM_CAP, WasmtimeTarget
+from restartbench.hosts.base import process_title
+from restartbench.hosts.wasmtime import EMULATED_FLAGS, EMULATED_VMEM_CAP, WasmtimeTarget
 
-HOST = installations.host_arch()
+HOST = arches.host_arch()
 FOREIGN = "aarch64" if HOST == "x86_64" else "x86_64"
 
 
@@ -34,7 +35,7 @@ def foreign_exe() -> Path:
 def emulation_missing() -> str:
     """Why a foreign binary cannot run here ('' when it can)."""
     try:
-        installations.runner_for(FOREIGN)
+        arches.runner_for(FOREIGN)
     except InstallationError as exc:
         return str(exc)
     return ""
@@ -55,8 +56,8 @@ def emulated(foreign_exe):
 
 def test_both_wheels_give_real_executables_of_their_arch(foreign_exe):
     native = tools.wasmtime()
-    assert installations.elf_arch(native) == HOST
-    assert installations.elf_arch(foreign_exe) == FOREIGN
+    assert arches.elf_arch(native) == HOST
+    assert arches.elf_arch(foreign_exe) == FOREIGN
     assert os.access(foreign_exe, os.X_OK)
     assert foreign_exe.parent.name == f"wasmtime-{tools.pinned_version()}"     # same pin as native
 
@@ -108,18 +109,18 @@ def test_wheel_with_the_wrong_arch_is_refused(tmp_path, monkeypatch):
 # -- what to install -------------------------------------------------------------------------------
 
 def test_missing_qemu_says_which_package(monkeypatch):
-    monkeypatch.setattr(installations.shutil, "which", lambda name: None)
+    monkeypatch.setattr(arches.shutil, "which", lambda name: None)
     with pytest.raises(InstallationError, match=r"apt-get install qemu-user-static.*make emulator"):
-        installations.runner_for(FOREIGN)
-    assert installations.runner_for(HOST) == ()
+        arches.runner_for(FOREIGN)
+    assert arches.runner_for(HOST) == ()
 
 
 def test_missing_sysroot_says_which_package(monkeypatch, tmp_path):
-    monkeypatch.setattr(installations.shutil, "which", lambda name: "/usr/bin/" + name)
-    monkeypatch.setattr(installations, "sysroot", lambda arch: tmp_path / "none")
+    monkeypatch.setattr(arches.shutil, "which", lambda name: "/usr/bin/" + name)
+    monkeypatch.setattr(arches, "sysroot", lambda arch: tmp_path / "none")
     deb = "arm64" if FOREIGN == "aarch64" else "amd64"
     with pytest.raises(InstallationError, match=f"apt-get install libc6-{deb}-cross"):
-        installations.runner_for(FOREIGN)
+        arches.runner_for(FOREIGN)
 
 
 @needs_qemu
@@ -127,15 +128,15 @@ def test_missing_shared_library_says_which_package(tmp_path, foreign_exe):
     deb = "arm64" if FOREIGN == "aarch64" else "amd64"
     if Path(f"/lib/{FOREIGN}-linux-gnu/libgcc_s.so.1").exists():
         pytest.skip(f"Debian's multiarch libgcc-s1:{deb} is installed here: qemu finds libgcc_s there")
-    real = installations.sysroot(FOREIGN) / "lib"
+    real = arches.sysroot(FOREIGN) / "lib"
     lib = tmp_path / "lib"
     lib.mkdir()
     for f in real.iterdir():                               # the sysroot without libgcc_s
         if not f.name.startswith("libgcc_s"):
             (lib / f.name).symlink_to(f)
-    runner = (installations.runner_for(FOREIGN)[0], "-L", str(tmp_path))
+    runner = (arches.runner_for(FOREIGN)[0], "-L", str(tmp_path))
     with pytest.raises(InstallationError, match=f"libgcc_s.so.1 is missing.*apt-get install libgcc-s1-{deb}-cross"):
-        installations.check_runs(foreign_exe, runner, FOREIGN)
+        arches.check_runs(foreign_exe, runner, FOREIGN)
 
 
 # -- resolution and the emulated host ----------------------------------------------------------

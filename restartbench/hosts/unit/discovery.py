@@ -25,8 +25,8 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from .installations import Candidate, InstallationError, elf_arch, normalize_arch, runner_for
-from .targets.base import Installation
+from ...arches import elf_arch, normalize_arch, runner_for
+from ..base import Candidate, Installation, InstallationError, version_key
 
 WASM_MODULE = "wasm_wasi_component.unit.so"
 PACKAGED_UNITD = Path("/usr/sbin/unitd")
@@ -104,11 +104,6 @@ def help_modulesdir(text: str) -> str | None:
 def flavor_of(text: str) -> str:
     """``freeunit`` when the version output names the fork, else ``unit``."""
     return "freeunit" if "freeunit" in text.lower() else "unit"
-
-
-def version_key(version: str) -> tuple[int, ...]:
-    """``"1.32.0"`` -> ``(1, 32, 0)`` for ordering; unparsable parts count as 0."""
-    return tuple(int(p) if p.isdigit() else 0 for p in re.split(r"[.\-+]", version)[:4])
 
 
 # -- the units.toml registry ------------------------------------------------------------------
@@ -251,13 +246,13 @@ def declared() -> tuple[list[Entry], list[Candidate]]:
 
 def built_entries() -> list[Entry]:
     """The builds ``restartbench build unit`` made (unitbuild's cache)."""
-    from . import unitbuild
+    from . import build as unitbuild
 
     return [_built_entry(b) for b in unitbuild.registered()]
 
 
 def _built_entry(built) -> Entry:
-    from . import unitbuild
+    from . import build as unitbuild
 
     rec = built.record
     return Entry(unitd=built.unitd, source=unitbuild.BUILD_SOURCE, name=built.name, modules=built.modules,
@@ -361,7 +356,7 @@ def _probe(runner, exe: Path, flag: str, *, where: str, check: bool = True) -> s
     return text
 
 
-# -- the API installations.py calls -----------------------------------------------------------
+# -- the API UnitHost calls -----------------------------------------------------------
 
 def discover() -> list[Candidate]:
     """Every Unit build declared here, usable or not (with the reason); a hint if there is none."""

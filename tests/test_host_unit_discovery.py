@@ -10,7 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from restartbench import installations, tools, units
+from restartbench import arches
+from restartbench import installations, tools
+from restartbench.hosts.unit import discovery as units
+from restartbench.hosts.base import version_key
 from restartbench.installations import InstallationError
 
 DATA = Path(__file__).parent / "data" / "unit"
@@ -68,7 +71,7 @@ def test_other_programs_version_output_is_not_unit():
 
 
 def test_version_ordering():
-    assert sorted(["1.35.0", "1.32.0", "1.32.1", "1.4.0"], key=units.version_key) == \
+    assert sorted(["1.35.0", "1.32.0", "1.32.1", "1.4.0"], key=version_key) == \
         ["1.4.0", "1.32.0", "1.32.1", "1.35.0"]
 
 
@@ -194,7 +197,7 @@ def test_malformed_registry_fails_resolve_and_shows_in_discover(no_unit):
 
 def test_declared_arch_must_match_the_elf_header(no_unit):
     exe = tools.wasmtime()               # a real ELF executable (not Unit): arch is read before running it
-    other = "aarch64" if installations.elf_arch(exe) == "x86_64" else "x86_64"
+    other = "aarch64" if arches.elf_arch(exe) == "x86_64" else "x86_64"
     registry(no_unit, f'[[unit]]\nname = "w"\nunitd = "{exe}"\narch = "{other}"\n')
     (cand,) = units.discover()
     assert f"declared arch {other} but" in cand.reason and "ELF header" in cand.reason
@@ -227,16 +230,16 @@ def test_modules_dir_check(tmp_path):
 # -- ELF architecture of real executables -----------------------------------------------------
 
 def test_elf_arch_native_wasmtime():
-    assert installations.elf_arch(tools.wasmtime()) == installations.host_arch()
+    assert arches.elf_arch(tools.wasmtime()) == arches.host_arch()
 
 
 @pytest.mark.skipif(not AARCH64_ELF.exists(), reason=f"{AARCH64_ELF} not installed (apt-get install "
                     f"libc6-arm64-cross)")
 def test_elf_arch_aarch64():
-    assert installations.elf_arch(AARCH64_ELF) == "aarch64"
+    assert arches.elf_arch(AARCH64_ELF) == "aarch64"
 
 
-@pytest.mark.skipif(not AARCH64_ELF.exists() or installations.host_arch() == "aarch64"
+@pytest.mark.skipif(not AARCH64_ELF.exists() or arches.host_arch() == "aarch64"
                     or bool(shutil.which("qemu-aarch64-static") or shutil.which("qemu-aarch64")),
                     reason="needs a foreign aarch64 ELF and no qemu-user")
 def test_foreign_arch_without_qemu_says_what_to_install(no_unit):
@@ -245,7 +248,7 @@ def test_foreign_arch_without_qemu_says_what_to_install(no_unit):
     assert "qemu-user-static" in cand.reason
 
 
-@pytest.mark.skipif(not AARCH64_ELF.exists() or installations.host_arch() == "aarch64"
+@pytest.mark.skipif(not AARCH64_ELF.exists() or arches.host_arch() == "aarch64"
                     or not (shutil.which("qemu-aarch64-static") or shutil.which("qemu-aarch64")),
                     reason="needs a foreign aarch64 ELF and qemu-user (apt-get install qemu-user-static)")
 def test_foreign_arch_runs_under_qemu_and_is_still_checked(no_unit):
@@ -264,7 +267,7 @@ def test_real_unit_resolves():
         pytest.skip(f"no NGINX Unit here (set UNITD=/path/to/unitd or RESTARTBENCH_UNITS): {exc}")
     assert inst.kind == "unit" and re.fullmatch(r"\d+\.\d+\.\d+\S*", inst.version)
     assert (inst.modules / units.WASM_MODULE).is_file()
-    assert inst.arch == installations.elf_arch(inst.executable)
+    assert inst.arch == arches.elf_arch(inst.executable)
     assert installations.resolve(f"unit@{inst.name}").executable == inst.executable
     assert os.access(inst.executable, os.X_OK)
 

@@ -27,7 +27,7 @@ from asv import util
 from asv.console import log
 from asv.environment import Environment
 
-from . import unitbuild
+from . import build as unitbuild
 
 BUILD_ENV = "RESTARTBENCH_ASV_UNIT_BUILD"
 LINK = Path(".asv/unit.git")

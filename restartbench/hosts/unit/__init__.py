@@ -1,0 +1,88 @@
+"""NGINX Unit and FreeUnit (the fork that continues it), with the wasm-wasi-component module.
+
+Everything restartbench knows about Unit lives in this package:
+
+``discovery``  which unitd builds exist here (UNITD=, units.toml, PATH, the packaged layout, our builds)
+``target``     a private unitd per run, driven through its control API (``UnitTarget``)
+``processes``  Unit's process titles and log start lines: the census roles of its processes
+``checks``     Unit's own checks of a finished run (crashes from its log, old generations, /status at idle)
+``build``      building any Unit/FreeUnit revision from source with Unit's configure/make
+``asv``        the asv environment that benchmarks Unit's history (asv.unit.conf.json)
+
+``HOST`` (a ``UnitHost``) is what the rest of restartbench asks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..base import Candidate, Host, Installation, option
+
+
+@dataclass(frozen=True)
+class UnitOptions:
+    """What a user may set on the Unit target."""
+
+    app_object: Path | None = option(None, "--unit-app", "your own Unit application object (JSON file) "
+                                     "instead of the built app")
+    user: str | None = option(None, "", "the user Unit runs its router and apps as (default: the caller)")
+    group: str | None = option(None, "", "their group")
+    swap_restart: bool | None = option(None, "", "a component swap also calls …/restart")
+
+
+class UnitHost(Host):
+    """NGINX Unit / FreeUnit: restarts through the control API, any number of app processes."""
+
+    kind = "unit"
+    title = "NGINX Unit / FreeUnit (wasm-wasi-component)"
+    order = 10
+    restart_kinds = ("restart", "config", "swap", "processes")
+    max_processes = None
+    Options = UnitOptions
+
+    def discover(self) -> list[Candidate]:
+        from . import discovery
+
+        return discovery.discover()
+
+    def resolve(self, name: str, arch: str | None) -> Installation:
+        from . import discovery
+
+        return discovery.resolve(name, arch)
+
+    def missing_hint(self) -> str:
+        from .discovery import NO_UNIT
+
+        return f"{NO_UNIT[0].upper()}{NO_UNIT[1:]}; see README 'Testing your Unit'."
+
+    def target_class(self) -> type:
+        from .target import UnitTarget
+
+        return UnitTarget
+
+    def check_options(self, options: UnitOptions) -> str:
+        obj = options.app_object
+        if obj is not None and not isinstance(obj, dict) and not Path(obj).is_file():
+            return f"--unit-app {obj}: no such file; pass a JSON Unit application object"
+        return ""
+
+    def role(self, title: str) -> str:
+        from .processes import unit_role
+
+        return unit_role(title)
+
+    def contains_commit(self, commit: str, fixes: tuple[str, ...]) -> bool | None:
+        """Asked of the builder's source mirrors (None when none of them knows the commits)."""
+        from .build import contains_commit
+
+        return contains_commit(commit, fixes)
+
+    def run_checks(self, run, grace_s: float | None = None) -> dict[str, Any] | None:
+        from .checks import check_run
+
+        return check_run(run, grace_s=grace_s)
+
+
+HOST = UnitHost()
