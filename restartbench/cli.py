@@ -104,6 +104,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baseline", nargs="+", default=None, help="baseline run dirs")
     p.set_defaults(func=cmd_gate)
 
+    p = sub.add_parser("offline-html", help="make asv's published HTML load nothing from the network "
+                       "(local copies of its JavaScript and CSS; `make asv` does this after asv publish)")
+    p.add_argument("html_dir", type=Path, help="asv's html_dir, e.g. results/html")
+    p.set_defaults(func=cmd_offline_html)
+
     p = sub.add_parser("targets", help="list the host builds found here (and why any was rejected)")
     p.set_defaults(func=cmd_targets)
 
@@ -381,6 +386,19 @@ def cmd_gate(args: argparse.Namespace) -> int:
     return verdict.exit_code
 
 
+def cmd_offline_html(args: argparse.Namespace) -> int:
+    from . import asvhtml
+
+    try:
+        pages = asvhtml.make_offline(args.html_dir)
+    except asvhtml.OfflineError as exc:
+        raise UsageError(str(exc)) from None
+    console.print(f"asv HTML in {args.html_dir}: " + (f"{len(pages)} page(s) now load local copies from "
+                                                       f"{args.html_dir / asvhtml.VENDOR_DIR}" if pages
+                                                       else "already loads nothing from the network"))
+    return EXIT_OK
+
+
 def cmd_targets(args: argparse.Namespace) -> int:
     table = Table(title="host builds found", title_justify="left")
     for col in ("target", "version", "arch", "runs as", "source", "modules / note"):
@@ -430,7 +448,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     for rev in revs:
         if args.missing and not args.rebuild:
             try:
-                inst = units.resolve(rev if args.flavor == "unit" else f"freeunit-{rev}", arch)
+                inst = units.resolve(unitbuild.flavored(rev, args.flavor), arch)
                 table.add_row(rev, inst.label, inst.commit[:10] or "-", "-", "already there",
                               str(inst.executable))
                 continue

@@ -124,3 +124,87 @@ def test_publish_writes_browsable_html(asv_run):
         assert len(graphs) == 1, graphs
         points = json.loads(graphs[0].read_text())
         assert len(points) == 1 and isinstance(points[0][1][0], (int, float))
+
+
+# -- the published HTML offline ---------------------------------------------------------------------
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+def _serve(root: Path):
+    """A static HTTP server on 127.0.0.1 for ``root`` (browsers refuse asv's data requests from file://)."""
+    import functools
+    import http.server
+    import threading
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    handler.log_message = lambda *a, **k: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def _dom(url: str, profile: Path) -> str:
+    """The DOM of ``url`` after its scripts ran, in headless Chromium that cannot reach any host but
+    127.0.0.1 (every other name fails to resolve: offline, whatever this machine can reach)."""
+    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+           f"--user-data-dir={profile}", "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+           "--virtual-time-budget=20000", "--dump-dom", url]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, start_new_session=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+def test_offline_html_loads_nothing_from_the_network(asv_run, tmp_path):
+    """`restartbench offline-html` rewrites every CDN script and stylesheet to a local copy."""
+    from restartbench import cli
+
+    html = tmp_path / "html"
+    shutil.copytree(asv_run["tmp"] / "results" / "html", html)
+    assert "https://cdn" in (html / "index.html").read_text()       # as asv publishes it
+    assert cli.main(["offline-html", str(html)]) == 0
+    page = (html / "index.html").read_text()
+    import re
+
+    external = re.findall(r'<(?:script|link)\b[^>]*(?:src|href)="(https?://[^"]+)"', page)
+    assert external == []
+    for src in re.findall(r'<(?:script|link)\b[^>]*(?:src|href)="(vendor/[^"]+)"', page):
+        assert (html / src).stat().st_size > 1000, src
+    assert cli.main(["offline-html", str(html)]) == 0                 # idempotent
+    assert cli.main(["offline-html", str(tmp_path / "nothing")]) == 2
+
+
+@pytest.mark.skipif(not CHROMIUM, reason="no Chromium here (apt-get install chromium): cannot open the page")
+def test_published_html_draws_its_graphs_offline(asv_run, tmp_path):
+    """The published page, opened offline in headless Chromium, draws its graphs: the summary grid
+    and one benchmark's graph are flot canvases, and asv's "failed to load" page never shows."""
+    from restartbench import asvhtml
+
+    html = tmp_path / "html"
+    shutil.copytree(asv_run["tmp"] / "results" / "html", html)
+    asvhtml.make_offline(html)
+    server = _serve(html)
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}/index.html"
+        grid = _dom(base, tmp_path / "profile1")
+        graph = _dom(f"{base}#restarts.Restarts.track_lingering_max", tmp_path / "profile2")
+    finally:
+        server.shutdown()
+    for dom in (grid, graph):
+        assert "failed to load" not in dom and "dependencies of airspeed velocity" not in dom
+    assert grid.count('class="flot-base"') >= len(TRACKS), grid[-3000:]      # a small graph per benchmark
+    assert 'class="flot-base"' in graph and "track_lingering_max" in graph
+
+
+def test_unpatched_html_fails_offline_so_the_check_means_something(asv_run, tmp_path):
+    """Control: asv's page as published (CDN scripts), opened the same way, shows asv's load failure."""
+    if not CHROMIUM:
+        pytest.skip("no Chromium here (apt-get install chromium)")
+    html = tmp_path / "html"
+    shutil.copytree(asv_run["tmp"] / "results" / "html", html)
+    server = _serve(html)
+    try:
+        dom = _dom(f"http://127.0.0.1:{server.server_address[1]}/index.html", tmp_path / "profile")
+    finally:
+        server.shutdown()
+    assert "failed to load" in dom and 'class="flot-base"' not in dom

@@ -3,6 +3,7 @@
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -78,3 +79,66 @@ def test_targets_lists_the_embedded_host(capsys):
     assert cli.main(["targets"]) == 0
     out = capsys.readouterr().out
     assert "wasmtime" in out and "49.0.3" in out
+
+
+# the checks live in run.validate: run() from Python refuses the same input with the same line
+LIBRARY_BAD = [
+    (["run", "--request-timeout", "9s", "--restart-every", "5s"], "not below the restart interval"),
+    (["run", "--host", "10.1.2.3"], "not a loopback address"),
+    (["run", "--host", "example.org"], "not an IP address"),
+    (["run", "--port", "70000"], "out of range"),
+    (["run", "--app", "nope"], "unknown app 'nope'"),
+    (["run", "--processes", "2"], "wasmtime serve runs one process"),
+    (["run", "--restart-mode", "drain", "--target", "unit"], "--restart-mode is for the wasmtime target"),
+    (["run", "--unit-app", "x.json"], "--unit-app is for the unit target"),
+    (["run", "--results-dir", "/proc/forbidden"], "cannot create /proc/forbidden"),
+]
+
+
+@pytest.mark.parametrize("argv,message", LIBRARY_BAD, ids=[" ".join(a) for a, _ in LIBRARY_BAD])
+def test_run_from_python_refuses_what_the_cli_refuses(argv, message, capsys, tmp_path, monkeypatch):
+    from restartbench import RunConfig, run, scenarios
+    from restartbench.load import LoadSpec
+
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(argv) == 2
+    cli_line = capsys.readouterr().err.strip().removeprefix("error: ")
+    args = cli.build_parser().parse_args(argv)
+    sc = scenarios.load(args.scenario, restart_every=args.restart_every, processes=args.processes)
+    config = RunConfig(target=args.target, app=args.app, scenario=sc,
+                       load=LoadSpec(request_timeout_s=args.request_timeout or 2.0), host=args.host,
+                       port=args.port, results_root=args.results_dir, target_options=cli.target_options(args))
+    with pytest.raises(cli.ConfigError) as caught:
+        run(config)
+    assert message in str(caught.value) and str(caught.value) == cli_line
+
+
+def test_a_run_is_analysed_once_for_its_tables_summary_gate_and_report(tmp_path, monkeypatch, capsys):
+    """`restartbench run --gate --report` after the run: one analysis feeds all four."""
+    import json
+    import shutil
+
+    import analysis
+    import analysis.summary as summary_mod
+    from restartbench.run import RunOutcome
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(Path(__file__).parent / "data" / "unit" / "runs" / "1.35.0-router-segv", run_dir)
+    calls = []
+    real = summary_mod.analyze
+
+    def counting(run, *args, **kwargs):
+        calls.append(run.path)
+        return real(run, *args, **kwargs)
+
+    monkeypatch.setattr(summary_mod, "analyze", counting)
+    monkeypatch.setattr(analysis, "analyze", counting)
+    meta = json.loads((run_dir / "run.json").read_text())
+    code = cli._after_run(RunOutcome(run_dir, meta["status"], meta), analysis.load_limits(None), report=True)
+    out = capsys.readouterr().out
+    assert len(calls) == 1, calls
+    assert code == 1 and "router" in out                           # that run's router crashed: the gate fails
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["summary_format"] == 4 and summary["host_checks"]["host"] == "unit"
+    assert "unit-router-crash-on-reconfigure" in (run_dir / "report.html").read_text()
+    assert cli.main(["summary", str(run_dir)]) == 0 and len(calls) == 2   # one more command, one more

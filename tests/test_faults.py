@@ -130,7 +130,7 @@ def test_stalled_host_is_killed_at_teardown_and_recorded(tmp_path):
 
 def test_host_that_never_becomes_ready(tmp_path, monkeypatch):
     monkeypatch.setenv("STANDIN_MODE", "never-ready")
-    cfg = RunConfig(scenario=short(), results_root=tmp_path, installation=_standin(),
+    cfg = RunConfig(scenario=short(), results_root=tmp_path, installation=_standin(), load=LoadSpec(request_timeout_s=1.5),
                     target_options={"ready_timeout_s": 3})
     t = time.monotonic()
     outcome = run(cfg)
@@ -164,7 +164,7 @@ def test_full_disk_during_a_run_ends_cleanly(tmp_path):
                       capture_output=True).returncode != 0:
         pytest.skip("cannot mount a small tmpfs here (needs root)")
     try:
-        cfg = RunConfig(scenario=short(), load=LoadSpec(users=4), results_root=mnt)
+        cfg = RunConfig(scenario=short(), load=LoadSpec(users=4, request_timeout_s=1.5), results_root=mnt)
         t = time.monotonic()
         outcome = run(cfg)
         assert time.monotonic() - t < 30

@@ -288,7 +288,7 @@ def test_real_unit_run_verdict(unit_install, unit_default_run):
         known = {b["id"] for b in summary["known_bugs"]}
         assert not known & {"unit-1179-restart-hang", "unit-1179-restart-crash"}, known
         assert [x["lingering"] for x in summary["restarts"]] == [0] * len(restarts)
-        assert summary["unit"]["shutdown"]["hang"] is False and not r.meta["survivors"]
+        assert summary["host_checks"]["shutdown"]["hang"] is False and not r.meta["survivors"]
         if result.exit_code != 0:
             # a rare crash of the build itself (seen once: 1.35.0's router, SIGSEGV at a restart,
             # tests/data/unit/runs/1.35.0-router-segv): real, so the gate fails it; the catalogue names it

@@ -28,7 +28,7 @@ def host_processes(port):
 
 @pytest.fixture(scope="module")
 def term_run(tmp_path_factory):
-    cfg = RunConfig(scenario=short(), load=LoadSpec(users=5, sleep_share=0.4, sleep_ms=1000),
+    cfg = RunConfig(scenario=short(), load=LoadSpec(users=5, sleep_share=0.4, sleep_ms=1000, request_timeout_s=1.5),
                     results_root=tmp_path_factory.mktemp("runs"))
     outcome = run(cfg)
     return outcome, cfg
@@ -110,7 +110,7 @@ def test_no_process_left(term_run):
 
 def test_in_flight_request_completes_in_drain_mode(tmp_path):
     cfg = RunConfig(scenario=short(duration="7s", restarts=2, restart_every="2s"),
-                    load=LoadSpec(users=4, sleep_share=0.5, sleep_ms=600),
+                    load=LoadSpec(users=4, sleep_share=0.5, sleep_ms=600, request_timeout_s=1.5),
                     results_root=tmp_path, target_options={"restart_mode": "drain"})
     outcome = run(cfg)
     assert outcome.status == "complete", outcome.meta.get("reason")

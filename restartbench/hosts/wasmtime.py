@@ -222,6 +222,7 @@ class WasmtimeOptions:
     serve_flags: tuple[str, ...] | None = option(None, "", "extra `wasmtime serve` flags (the app's)")
     cache: bool | None = option(None, "", "wasmtime's compile cache (default off)")
     drain_timeout_s: float | None = option(None, "", "drain mode: how long the old server may drain")
+    ready_timeout_s: float | None = option(None, "", "how long a new server may take to answer")
 
 
 class Wasmtime(Host):

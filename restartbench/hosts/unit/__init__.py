@@ -30,6 +30,8 @@ class UnitOptions:
     user: str | None = option(None, "", "the user Unit runs its router and apps as (default: the caller)")
     group: str | None = option(None, "", "their group")
     swap_restart: bool | None = option(None, "", "a component swap also calls …/restart")
+    ready_timeout_s: float | None = option(None, "", "how long unitd and the app may take to answer")
+    stop_timeout_s: float | None = option(None, "", "how long unitd may take to exit after SIGTERM")
 
 
 class UnitHost(Host):

@@ -1,6 +1,6 @@
 """asv along Unit's history: an asv environment whose "install" of a commit is restartbench's Unit builder.
 
-``asv.unit.conf.json`` names this module as a plugin (``".restartbench.asvunit"``) and its
+``asv.unit.conf.json`` names this module as a plugin (``".restartbench.hosts.unit.asv"``) and its
 environment type (``restartbench-unit``); its ``repo`` is ``.asv/unit.git``, a link to the builder's
 mirror of a Unit source (``link_source``; ``make asv-unit UNIT_SOURCE=...`` makes it). Then asv works
 on Unit commits natively::

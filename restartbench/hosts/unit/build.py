@@ -210,7 +210,11 @@ def build_name(src: Source, commit: str, flavor: str) -> str:
     """What users call a build: its release tag (``1.32.1``), else its short commit; FreeUnit's are
     prefixed (``freeunit-1.36.0``) so they never shadow NGINX's build of the same version."""
     tags = sorted(_release_tags(src, commit), key=_tag_key)
-    name = tags[-1].removeprefix("v") if tags else commit[:10]
+    return flavored(tags[-1].removeprefix("v") if tags else commit[:10], flavor)
+
+
+def flavored(name: str, flavor: str) -> str:
+    """The target name of build ``name`` of ``flavor``: FreeUnit's carry a ``freeunit-`` prefix."""
     return f"freeunit-{name}" if flavor == "freeunit" else name
 
 
