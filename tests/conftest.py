@@ -42,7 +42,7 @@ def unit_candidates() -> tuple:
         found = units.discover()
     except InstallationError:
         return ()
-    # builds restartbench made (its cache) are tested by test_unitbuild, not by every real-Unit test
+    # builds restartbench made (its cache) are tested by test_host_unit_build, not by every real-Unit test
     found = [c for c in found if c.reason != units.NO_UNIT and c.source != "built"]
     return tuple(sorted(found, key=lambda c: (version_key(c.installation.version) if c.installation
                                               else (), c.spec)))

@@ -1,4 +1,4 @@
-"""analysis.unit_checks on results directories rebuilt from the real Unit reference runs (tests/data/unit/):
+"""restartbench.hosts.unit.checks on results directories rebuilt from the real Unit reference runs (tests/data/unit/):
 app-process sets polled around real restarts, the leak repro's idle state, real logs and shutdowns."""
 
 from __future__ import annotations

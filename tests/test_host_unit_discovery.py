@@ -1,4 +1,4 @@
-"""restartbench.units: Unit discovery, the units.toml registry, and its parsing of real unitd output."""
+"""restartbench.hosts.unit.discovery: Unit discovery, the units.toml registry, and its parsing of real unitd output."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""targets/wasmtime on the real pinned `wasmtime serve`: the listening address it is given."""
+"""restartbench.hosts.wasmtime on the real pinned `wasmtime serve`: the listening address it is given."""
 
 from __future__ import annotations
 

@@ -454,7 +454,7 @@ def test_cli_bisect_on_known_verdicts(tmp_path, monkeypatch, capsys, registry):
 
 def test_cli_bisect_commits_along_first_parent_history(tmp_path, monkeypatch, capsys):
     """`restartbench bisect --source SRC --good NEW --bad OLD`: the builds are stand-ins (building Unit
-    is test_unitbuild's), the history, its order and the search are real; the fix is commit 5 of 8."""
+    is test_host_unit_build's), the history, its order and the search are real; the fix is commit 5 of 8."""
     import subprocess as sp
     from types import SimpleNamespace
 

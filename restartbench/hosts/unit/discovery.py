@@ -245,7 +245,7 @@ def declared() -> tuple[list[Entry], list[Candidate]]:
 
 
 def built_entries() -> list[Entry]:
-    """The builds ``restartbench build unit`` made (unitbuild's cache)."""
+    """The builds ``restartbench build unit`` made (the build module's cache)."""
     from . import build as unitbuild
 
     return [_built_entry(b) for b in unitbuild.registered()]
