@@ -1,32 +1,10 @@
 """The results contract: one directory per run, written atomically, read with a format check.
 
-This module is the bottom layer: it imports nothing else of restartbench. The producer side
-(targets, census, load, run) writes through it; the consumer side (analysis) reads through it.
-
-Layout of ``results/runs/<run-id>/`` (format 1):
-
-``run.json``
-    metadata: ``format``, ``run_id``, ``status`` (see STATUSES) and ``reason``, ``target``
-    (kind/name/version/arch/runner/emulated), ``host`` (machine), ``scenario`` (all parameters),
-    ``t0_wall`` (Unix time of t0), ``duration_s``, ``suite`` (version, commit), ``tools``,
-    ``findings`` (list of {kind, detail, ...}), ``survivors`` (processes killed at teardown),
-    ``orchestrator`` (pid, hostname: lets a reader tell a crashed run from a live one),
-    ``census`` (interval, rounds, wall and CPU time spent, ``marks``: ``[t_sent, last_pid]`` of
-    each restart, what makes the ``generation`` column exact, see restartbench.census).
-``requests.parquet``
-    one row per request, see REQUEST_COLUMNS. Times are seconds since t0 (``time.monotonic()``).
-``restarts.csv``
-    one row per restart action, see RESTART_COLUMNS.
-``processes.parquet``
-    one row per host process per census sample, see PROCESS_COLUMNS.
-``status.parquet`` (optional)
-    host-reported counters sampled alongside the census (Unit's /status), long format.
-``host.log``
-    the host's own log. The orchestrator writes its own lines into it, in order with the host's
-    (``log_mark``): ``--- restartbench <date> <time> start: <argv>``, ``… restart <i>: <kind>``
-    just before restart action ``i`` is sent, ``… stop: SIGTERM`` and ``… stop: SIGKILL``, so a
-    reader knows which restart (or the shutdown) every later host line belongs to.
-    ``summary.json``: metrics, written by analysis.
+docs/results.md is the contract (every file, column and key; summary.json's layout); this module
+writes and reads it. It is the bottom layer: it imports nothing else of restartbench. The producer
+side (hosts, census, load, run) writes through it; the consumer side (analysis) reads through it.
+The column dtypes below (REQUEST_COLUMNS, RESTART_COLUMNS, PROCESS_COLUMNS, STATUS_COLUMNS) are the
+contract's, in code.
 
 Every file is written under a temporary name and renamed into place; ``run.json`` is written
 first with status ``running`` and rewritten last, so a reader never sees a half-written file and
