@@ -1,4 +1,5 @@
 """The restart gate: absolute limits per run, and a baseline comparison over per-restart samples.
+Every row judges a number defined in docs/metrics.md (its table "The gate's checks" maps rows to keys).
 
 ``evaluate`` returns a GateResult whose ``exit_code`` is the verdict (0 pass, 1 fail). Input that
 cannot be judged (a missing or malformed limits file, no candidate runs, an unreadable run)
