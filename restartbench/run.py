@@ -10,6 +10,7 @@ left alive.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import os
 import platform
@@ -74,7 +75,7 @@ class RunConfig:
     port: int | None = None
     allow_remote: bool = False                    # a non-loopback ``host`` (never in tests)
     keep: bool = False                            # keep the temp dir (host state, sockets, logs)
-    target_options: dict[str, Any] = field(default_factory=dict)   # the host's Options fields by name
+    target_options: dict[str, Any] = field(default_factory=dict)   # the host's Options (fields by name)
     installation: Installation | None = None      # resolved from target/arch when None
 
     def resolve(self) -> Installation:
@@ -112,7 +113,8 @@ def validate(config: RunConfig, resolve: bool = True) -> None:
     except apps.UnknownApp as exc:
         raise ConfigError(str(exc)) from exc
     host = config.host_kind
-    host_options(host, config.target_options)
+    options = host_options(host, config.target_options)     # kept as names -> values, checked
+    config.target_options = {k: v for k, v in dataclasses.asdict(options).items() if v is not None}
     problems = host.problems(sc)
     if problems:
         raise ConfigError(problems[0])
@@ -122,7 +124,10 @@ def validate(config: RunConfig, resolve: bool = True) -> None:
 
 
 def host_options(host: hosts.Host, given: dict[str, Any]) -> Any:
-    """``given`` as ``host``'s Options; an option of another host is a ConfigError naming its flag."""
+    """``given`` (a dict of option names, or already ``host.Options``) as ``host``'s Options; an option
+    of another host is a ConfigError naming its flag."""
+    if isinstance(given, host.Options):
+        given = {k: v for k, v in dataclasses.asdict(given).items() if v is not None}
     for name in given:
         if name not in host.option_names():
             owner = hosts.owner_of_option(name)

@@ -144,3 +144,18 @@ def test_a_new_host_joins_matrices_and_explore(third_host):
     assert [c.kind for c in cells] == ["echo", "wasmtime"]              # kinds in the order given
     plans = [explore.random_plan(random.Random(n), "echo") for n in range(30)]
     assert {k for p in plans for k in p.kinds} == {"restart"} and {p.processes for p in plans} == {1}
+
+
+def test_options_are_typed_per_host(tmp_path):
+    from restartbench.hosts.wasmtime import WasmtimeOptions
+
+    config = RunConfig(target="wasmtime", target_options=WasmtimeOptions(restart_mode="drain"),
+                       results_root=tmp_path)
+    validate(config, resolve=False)
+    assert config.target_options == {"restart_mode": "drain"}
+    with pytest.raises(ConfigError, match="--restart-mode 'slow': use one of term, drain"):
+        validate(RunConfig(target="wasmtime", target_options={"restart_mode": "slow"}, results_root=tmp_path),
+                 resolve=False)
+    with pytest.raises(ConfigError, match="unknown target option 'colour'"):
+        validate(RunConfig(target="unit", target_options={"colour": "red"}, results_root=tmp_path),
+                 resolve=False)
