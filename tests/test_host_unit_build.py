@@ -229,3 +229,13 @@ def test_cross_build_for_arm64_runs_under_qemu():
     assert rec["toolchain"]["cc"].startswith("aarch64-linux-gnu-gcc")
     inst = units.installation_of(built)
     assert inst.emulated and inst.version == "1.32.1" and inst.arch == "aarch64"
+
+
+def test_libclang_means_libclang_not_clangs_cpp_library(tmp_path, monkeypatch):
+    """Debian's clang brings libclang-cpp.so.14 without libclang: bindgen then fails to build the module,
+    so the prerequisites check must name libclang-dev (seen on a fresh CI machine)."""
+    monkeypatch.delenv("LIBCLANG_PATH", raising=False)
+    (tmp_path / "libclang-cpp.so.14").touch()
+    assert not unitbuild._libclang([str(tmp_path)])
+    (tmp_path / "libclang-14.so.1").touch()
+    assert unitbuild._libclang([str(tmp_path)])

@@ -271,12 +271,19 @@ def missing_prerequisites(arch: str) -> list[tuple[str, str]]:
     return need
 
 
-def _libclang() -> bool:
-    pats = ["/usr/lib/llvm-*/lib/libclang*.so*", "/usr/lib/x86_64-linux-gnu/libclang*.so*",
-            "/usr/lib/aarch64-linux-gnu/libclang*.so*", "/usr/lib64/libclang*.so*", "/usr/lib/libclang*.so*"]
+LIBCLANG_DIRS = ("/usr/lib/llvm-*/lib", "/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64",
+                 "/usr/lib")
+
+
+def _libclang(dirs: Iterable[str] | None = None) -> bool:
+    """Whether bindgen will find libclang (``libclang.so``, ``libclang-14.so.1``, ...). Not
+    ``libclang-cpp.so.*``: clang's C++ library, which Debian's clang pulls in without libclang, matches
+    bindgen's own glob but is no libclang ("couldn't find any valid shared libraries")."""
+    dirs = list(dirs if dirs is not None else LIBCLANG_DIRS)
     if os.environ.get("LIBCLANG_PATH"):
-        pats.insert(0, os.path.join(os.environ["LIBCLANG_PATH"], "libclang*.so*"))
-    return any(glob.glob(p) for p in pats)
+        dirs.insert(0, os.environ["LIBCLANG_PATH"])
+    found = [p for d in dirs for p in glob.glob(os.path.join(d, "libclang*.so*"))]
+    return any(re.fullmatch(r"libclang(?:-\d[\d.]*)?\.so(?:\.[\d.]+)?", os.path.basename(p)) for p in found)
 
 
 def check_prerequisites(arch: str) -> None:
@@ -742,6 +749,9 @@ def _build_module(steps: _Steps, tree: Path, arch: str, lock_key: str, env: dict
         if any(s in text for s in _OFFLINE) and not _COMPILE_ERROR.search(text):
             raise BuildFailed(f"the module's crates could not be fetched: {why}: crates.io must be reachable "
                              f"(or vendored into ~/.cargo) (log: {steps.log_path})")
+        if "Unable to find libclang" in text:            # no toolchain can help: the machine lacks libclang
+            raise BuildError(f"the module's bindgen cannot find libclang: apt-get install libclang-dev (or "
+                             f"`make unit-build-deps`), or set LIBCLANG_PATH (log: {steps.log_path})")
         steps.say(f"  module: {tc.name} cannot compile it ({why[:120]}); trying another toolchain")
         _clean_module(tree)
     raise BuildFailed(f"no Rust toolchain here compiles this revision's module (tried "
