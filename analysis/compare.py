@@ -96,9 +96,13 @@ def compare_table(runs: Sequence[Run | Analysis | Path | str], window_s: float |
     (95% bootstrap CI of the mean over the group's runs; NaN with one run). ``label`` names the
     group, ``note`` flags emulated rows; ``df.attrs["notes"]`` holds the table's notes. An Analysis
     made with these W and grace is used as it is; a run's summary.json when it is current."""
-    pairs = [(r.run, r.summary()) if isinstance(r, Analysis) and r.matches(window_s, grace_s) else
-             (run := (r.run if isinstance(r, Analysis) else r), cached_summary(run, window_s, grace_s))
-             for r in [x if isinstance(x, Analysis) else load_runs([x])[0] for x in runs]]
+    pairs = []
+    for item in runs:
+        if isinstance(item, Analysis) and item.matches(window_s, grace_s):
+            pairs.append((item.run, item.summary()))
+            continue
+        run = item.run if isinstance(item, Analysis) else load_runs([item])[0]
+        pairs.append((run, cached_summary(run, window_s, grace_s)))
     return compare_summaries(pairs, n_boot=n_boot, seed=seed)
 
 

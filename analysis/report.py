@@ -14,7 +14,7 @@ import pandas as pd
 from restartbench.results import Run, write_atomic
 
 from . import plots
-from .compare import HEADLINE, compare_summaries, fmt, load_runs
+from .compare import HEADLINE, compare_summaries, fmt
 from .gate import GateResult
 from .summary import Analysis, analyses
 
@@ -47,7 +47,7 @@ def write_report(runs: Sequence[Run | Analysis | Path | str], out_path: Path | s
                  grace_s: float | None = None, title: str = "restartbench report") -> Path:
     """Write the report for ``runs`` to ``out_path`` (atomically) and return the path; an Analysis
     made with these W and grace is used as it is (no second analysis)."""
-    done = analyses([r if isinstance(r, Analysis) else load_runs([r])[0] for r in runs], window_s, grace_s)
+    done = analyses(runs, window_s, grace_s)
     summaries = [(a.run, a.summary()) for a in done]
     parts = [f"<h1>{escape(title)}</h1>",
              f'<p class="meta">{len(done)} run(s); generated '

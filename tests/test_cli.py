@@ -82,17 +82,9 @@ def test_targets_lists_the_embedded_host(capsys):
 
 
 # the checks live in run.validate: run() from Python refuses the same input with the same line
-LIBRARY_BAD = [
-    (["run", "--request-timeout", "9s", "--restart-every", "5s"], "not below the restart interval"),
-    (["run", "--host", "10.1.2.3"], "not a loopback address"),
-    (["run", "--host", "example.org"], "not an IP address"),
-    (["run", "--port", "70000"], "out of range"),
-    (["run", "--app", "nope"], "unknown app 'nope'"),
-    (["run", "--processes", "2"], "wasmtime serve runs one process"),
-    (["run", "--restart-mode", "drain", "--target", "unit"], "--restart-mode is for the wasmtime target"),
-    (["run", "--unit-app", "x.json"], "--unit-app is for the unit target"),
-    (["run", "--results-dir", "/proc/forbidden"], "cannot create /proc/forbidden"),
-]
+LIBRARY_FLAGS = ("--request-timeout", "--host", "--port", "--app", "--processes", "--restart-mode", "--unit-app",
+                 "--results-dir")
+LIBRARY_BAD = [(argv, message) for argv, message in BAD if argv[0] == "run" and argv[1] in LIBRARY_FLAGS]
 
 
 @pytest.mark.parametrize("argv,message", LIBRARY_BAD, ids=[" ".join(a) for a, _ in LIBRARY_BAD])
