@@ -93,10 +93,14 @@ def test_open_model_keeps_its_schedule_through_a_stall_closed_does_not(host, tmp
         t_stop = time.monotonic() - t0
         os.kill(host.pid, signal.SIGSTOP)
         try:
+            # the stall is in effect once every thread of the host is stopped (observed, not assumed:
+            # on a busy machine that takes a few ms, in which the host still answers)
+            assert procs.wait_until(lambda: _all_threads_stopped(host.pid), 2, step_s=0.001)
+            t_stopped = time.monotonic() - t0
             time.sleep(stall)
         finally:
+            t_cont = time.monotonic() - t0         # taken before SIGCONT: all of [t_stopped, t_cont) is stalled
             os.kill(host.pid, signal.SIGCONT)
-        t_cont = time.monotonic() - t0
         assert open_.wait(20) and closed.wait(20)
     finally:
         os.kill(host.pid, signal.SIGCONT)
@@ -110,17 +114,27 @@ def test_open_model_keeps_its_schedule_through_a_stall_closed_does_not(host, tmp
     assert (during.t_start - during.t_intended).median() < 0.05        # sent when meant, not after
     assert during.latency_ms.max() > 0.7 * stall * 1000                 # the first ones waited out the stall
     assert o.t_intended.notna().all() and (o.outcome == "ok").mean() > 0.99
-    # closed: its users waited. A user may still read a response the host wrote just before it stopped
-    # and send once more, so up to two requests each start as the stall begins; once it is in full
-    # effect (after 0.1 s) no user can start one (a user already waits), and the sending rate collapses
+    # closed: its users waited. Once every host thread is stopped, a user may still read a response the
+    # host wrote just before and send once more (then it waits): at most one request per user starts;
+    # and over the whole stall the sending rate collapses
     users = 8
     c_during = c[(c.t_start >= t_stop) & (c.t_start < t_cont)]
-    c_settled = c_during[c_during.t_start >= t_stop + 0.1]
+    c_settled = c_during[c_during.t_start >= t_stopped]
     c_before = c[(c.t_start >= t_stop - 1.0) & (c.t_start < t_stop)]
-    assert len(c_during) <= 2 * users + 2, len(c_during)
     assert len(c_settled) <= users, len(c_settled)
     assert len(c_before) > 10 * len(c_during), (len(c_before), len(c_during))
     assert c.t_intended.isna().all()
+
+
+def _all_threads_stopped(pid: int) -> bool:
+    """Every thread of ``pid`` is in state T (stopped), from /proc."""
+    states = []
+    for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
+        try:
+            states.append(stat.read_text().rsplit(")", 1)[1].split()[0])
+        except (OSError, IndexError):
+            continue
+    return bool(states) and all(st in ("T", "t") for st in states)
 
 
 # -- more cores, more machines --------------------------------------------------------------------
