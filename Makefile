@@ -78,8 +78,10 @@ else
 	$(BIN)/restartbench matrix --targets $(TARGETS) $(if $(ARCH),--arch $(ARCH)) $(RUN_FLAGS)
 endif
 
-# user-mode emulation for a foreign ARCH: Debian's qemu-user-static plus that arch's C library and
-# libgcc (the sysroot qemu's -L points at); installed with apt-get only when something is missing
+# user-mode emulation for a foreign ARCH: Debian's qemu-user-static (also the emulation controls'
+# qemu-x86_64-static) plus that arch's C library and libgcc (the sysroot qemu's -L points at) and its
+# multiarch runtime (libc6, libssl3, libpcre2-8-0 of that arch: what a foreign Unit build links);
+# installed with apt-get only when something is missing
 emulator:
 ifeq ($(FOREIGN),)
 	@echo "emulator: ARCH=$(or $(ARCH),$(HOST_ARCH)) runs natively on this $(HOST_ARCH) machine; nothing to install"
@@ -91,11 +93,13 @@ else
 	  command -v qemu-$$a-static >/dev/null || need="$$need qemu-user-static"; \
 	  ls /usr/$$a-linux-gnu/lib/ld-linux*.so* >/dev/null 2>&1 || need="$$need libc6-$$d-cross"; \
 	  test -e /usr/$$a-linux-gnu/lib/libgcc_s.so.1 || need="$$need libgcc-s1-$$d-cross"; \
+	  for p in libc6 libssl3 libpcre2-8-0; do dpkg -s $$p:$$d >/dev/null 2>&1 || { need="$$need $$p:$$d"; multi="$$multi $$d"; }; done; \
 	done; \
 	need=$$(echo $$need | tr ' ' '\n' | sort -u | xargs); \
-	if [ -z "$$need" ]; then echo "emulator: qemu-user and the $(FOREIGN) sysroot are installed"; exit 0; fi; \
+	if [ -z "$$need" ]; then echo "emulator: qemu-user, the $(FOREIGN) sysroot and runtime are installed"; exit 0; fi; \
 	command -v apt-get >/dev/null || { echo "error: $(FOREIGN) binaries need user-mode emulation: install $$need (Debian/Ubuntu names) and retry" >&2; exit 2; }; \
 	echo "emulator: $(FOREIGN) binaries run under qemu-user; installing $$need:"; \
+	for d in $$(echo $$multi | tr ' ' '\n' | sort -u); do echo "+ $(SUDO) dpkg --add-architecture $$d"; $(SUDO) dpkg --add-architecture $$d || exit 2; done; \
 	echo "+ $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y --no-install-recommends $$need"; \
 	$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$need
 endif

@@ -40,7 +40,7 @@ _OPS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt
         "!=": operator.ne}
 _COND = re.compile(r"^\s*([a-z_][a-z0-9_]*)\s*(>=|<=|==|!=|>|<)\s*(\S+)\s*$")
 _KEYS = {"id", "title", "host", "upstream", "affected", "fixed_in", "fix_commits", "when", "when_any", "log",
-         "log_any", "explains", "supersedes", "advice", "seen"}
+         "log_any", "explains", "supersedes", "advice", "seen", "bug", "at"}
 
 
 class CatalogueError(ValueError):
@@ -66,6 +66,14 @@ class Bug:
     explains: tuple[str, ...] = ()
     supersedes: tuple[str, ...] = ()
     seen: str = ""
+    bug: str = ""                          # the underlying bug its faces share (e.g. unit-1179): --bug takes it
+    at: tuple[str, ...] = ()               # the sites that locate it per restart (findings.SITES), e.g.
+                                           # crash-leaving@app; none: counted once per run
+
+    @property
+    def family(self) -> str:
+        """The bug this entry is a face of (its ``bug``, else its own id)."""
+        return self.bug or self.id
 
 
 @dataclass
@@ -79,7 +87,7 @@ class Match:
 
     def describe(self) -> dict[str, Any]:
         b = self.bug
-        return {"id": b.id, "title": b.title, "upstream": list(b.upstream), "affected": list(b.affected),
+        return {"id": b.id, "bug": b.family, "title": b.title, "upstream": list(b.upstream), "affected": list(b.affected),
                 "fixed_in": list(b.fixed_in), "advice": b.advice, "explains": list(b.explains),
                 "evidence": self.evidence, "version_note": self.version_note}
 
@@ -121,6 +129,12 @@ def load(path: Path | str = CATALOGUE) -> tuple[Bug, ...]:
                 re.compile(pattern)
             except re.error as exc:
                 raise CatalogueError(f"{where}: log pattern {pattern!r}: {exc}") from None
+        from .findings import check_site
+
+        for site in item.get("at", []):
+            problem = check_site(site)
+            if problem:
+                raise CatalogueError(f"{where}: at = {site!r}: {problem}")
         bugs.append(Bug(**{k: tuple(v) if isinstance(v, list) else v for k, v in item.items()}))
     ids = {b.id for b in bugs}
     for b in bugs:
@@ -153,6 +167,7 @@ def facts(run: Run, summary: dict[str, Any]) -> dict[str, Any]:
         "host": target.get("kind"), "version": target.get("version"), "flavor": target.get("flavor"),
         "emulated": 1.0 if target.get("emulated") else 0.0,
         "commit": (run.meta.get("target") or {}).get("commit") or None,
+        "fixes": ((run.meta.get("target") or {}).get("build") or {}).get("fixes"),
         "users": load.get("users"), "sleep_share": load.get("sleep_share"), "rate": load.get("rate"),
     }
     for key in ("restarts", "unrecovered", "restart_http_errors", "restart_api_max_s", "window_timeout_rate",
@@ -235,7 +250,7 @@ def match(run: Run, summary: dict[str, Any], bugs: tuple[Bug, ...] | None = None
                 if m:
                     evidence.append(f"log: {_line_of(log, m.start())}")
         if ok:
-            found.append(Match(bug, evidence, _version_note(bug, f.get("version"), f.get("commit"))))
+            found.append(Match(bug, evidence, _version_note(bug, f.get("version"), f.get("fixes"), f.get("commit"))))
     dropped = {s for m in found for s in m.bug.supersedes}
     return [m for m in found if m.bug.id not in dropped]
 
@@ -246,15 +261,17 @@ def _line_of(text: str, pos: int) -> str:
     return text[start:end if end >= 0 else None].strip()[:200]
 
 
-def _version_note(bug: Bug, version: str | None, commit: str | None = None) -> str:
-    """Where the run's build stands: for a build of a known commit, before or after the fix commits;
-    else a known affected version, or at/after a fixed one (a regression, or a look-alike)."""
-    if commit and bug.fix_commits:
-        has = _contains_fix(bug.host, commit, bug.fix_commits)
-        if has is False:
-            return f"commit {commit[:10]} comes before the fix ({', '.join(c[:10] for c in bug.fix_commits)})"
-        if has is True:
+def _version_note(bug: Bug, version: str | None, fixes: dict[str, Any] | None = None,
+                  commit: str | None = None) -> str:
+    """Where the run's build stands: for a build of ours (run.json ``target.build.fixes``: recorded when
+    it was built), before or after the fix commits; else a known affected version, or at/after a fixed
+    one (a regression, or a look-alike). Nothing but the run's own files is asked."""
+    if commit and bug.fix_commits and fixes:
+        has = [fixes.get(c) for c in bug.fix_commits]
+        if True in has:
             return f"commit {commit[:10]} contains the fix: a regression, or another bug that looks alike"
+        if has and all(h is False for h in has if h is not None) and any(h is False for h in has):
+            return f"commit {commit[:10]} comes before the fix ({', '.join(c[:10] for c in bug.fix_commits)})"
     if not version:
         return ""
     if version in bug.affected:
@@ -267,14 +284,10 @@ def _version_note(bug: Bug, version: str | None, commit: str | None = None) -> s
     return ""
 
 
-def _contains_fix(kind: str, commit: str, fixes: tuple[str, ...]) -> bool | None:
-    """Whether ``commit`` descends from any of ``fixes``, asked of the host (None: it cannot tell)."""
-    from restartbench import hosts
-
-    try:
-        return hosts.get(kind).contains_commit(commit, fixes)
-    except hosts.UnknownHost:
-        return None
+def fix_commits(bugs: tuple[Bug, ...] | None = None) -> list[str]:
+    """Every fixing commit the catalogue names (a build records which of them it contains)."""
+    bugs = load() if bugs is None else bugs
+    return list(dict.fromkeys(c for b in bugs for c in b.fix_commits))
 
 
 def by_check(matches: list[Match]) -> dict[str, list[str]]:

@@ -108,7 +108,8 @@ def compare_table(runs: Sequence[Run | Analysis | Path | str], window_s: float |
 
 def compare_summaries(pairs: Iterable[tuple[Run, dict[str, Any]]], n_boot: int = 2000,
                       seed: int = 0) -> pd.DataFrame:
-    """compare_table from runs already summarised."""
+    """compare_table from runs already summarised; ``df.attrs["findings"]`` is ``finding_table``."""
+    pairs = list(pairs)
     per_run = runs_frame(pairs)
     out = []
     for key, group in per_run.groupby(list(KEYS), sort=True, dropna=False):
@@ -127,7 +128,55 @@ def compare_summaries(pairs: Iterable[tuple[Run, dict[str, Any]]], n_boot: int =
                *(c for m in HEADLINE for c in (m.key, f"{m.key}_lo", f"{m.key}_hi")), "known_bugs", "note"]
     df = pd.DataFrame(out, columns=columns)
     df.attrs["notes"] = table_notes(df)
+    df.attrs["findings"] = finding_table(pairs)
     return df
+
+
+FINDING_COLUMNS = ["label", "id", "kind", "per", "k", "n", "rate", "lo", "hi", "runs", "runs_seen"]
+
+
+def finding_table(pairs: Iterable[tuple[Run, dict[str, Any]]]) -> pd.DataFrame:
+    """The release-health view: one row per (build group, finding) over every finding any run shows:
+    its rate pooled over the group's runs (``k`` of ``n`` restarts, or of runs) with a 95% Wilson
+    interval (``lo``, ``hi``); a group that never showed it has k = 0 (docs/metrics.md "Findings")."""
+    from .findings import counts, wilson
+
+    groups: dict[str, list[dict[str, Any]]] = {}
+    kinds: dict[str, str] = {}
+    for run, summary in pairs:
+        groups.setdefault(label(run_row(run, summary)), []).append(summary)
+        for f in summary.get("findings") or []:
+            kinds.setdefault(f["id"], f["kind"])
+    rows = []
+    for name, summaries in groups.items():
+        for fid, kind in kinds.items():
+            k, n = counts([(s, s.get("findings") or []) for s in summaries], fid)
+            lo, hi = wilson(k, n)
+            seen = sum(any(f["id"] == fid for f in s.get("findings") or []) for s in summaries)
+            per = next((f["per"] for s in summaries for f in s.get("findings") or [] if f["id"] == fid), None)
+            rows.append({"label": name, "id": fid, "kind": kind, "per": per or ("restart" if n > len(summaries)
+                                                                              else "run"),
+                         "k": k, "n": n, "rate": k / n if n else np.nan, "lo": lo, "hi": hi,
+                         "runs": len(summaries), "runs_seen": seen})
+    return pd.DataFrame(rows, columns=FINDING_COLUMNS)
+
+
+def render_findings(df: pd.DataFrame) -> Table:
+    """The build × finding table: each cell ``rate [lo, hi]`` and ``k/n``."""
+    table = Table(title="findings by build: rate per restart (or per run) [95% interval], k/n",
+                  caption="known bugs by catalogue id, unnamed findings by where they failed (e.g. crash@router)")
+    table.add_column("build")
+    ids = list(dict.fromkeys(df["id"]))
+    for fid in ids:
+        table.add_column(fid, justify="right", overflow="fold")
+    for name, group in df.groupby("label", sort=False):
+        cells = []
+        for fid in ids:
+            r = group[group["id"] == fid].iloc[0]
+            cells.append("–" if not r["n"] else f"{r['rate']:.0%} [{r['lo']:.0%}, {r['hi']:.0%}]\n{r['k']}/{r['n']}"
+                         + ("" if r["per"] == "restart" else " runs"))
+        table.add_row(str(name), *cells)
+    return table
 
 
 def _known(values: pd.Series) -> str:
@@ -165,10 +214,20 @@ def label(row: dict[str, Any]) -> str:
 
 
 def write_csv(df: pd.DataFrame, path: Path | str) -> Path:
-    """Write the comparison as CSV, atomically."""
+    """Write the comparison as CSV, atomically (the findings table, when it has rows, beside it as
+    ``<name>-findings.csv``)."""
     path = Path(path)
     write_atomic(path, df.to_csv(index=False))
+    found = df.attrs.get("findings")
+    if found is not None and len(found):
+        write_atomic(findings_csv(path), found.to_csv(index=False))
     return path
+
+
+def findings_csv(path: Path | str) -> Path:
+    """Where ``write_csv`` puts the findings table of a comparison written to ``path``."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}-findings.csv")
 
 
 # -- presentation -----------------------------------------------------------------------------

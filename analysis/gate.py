@@ -30,6 +30,8 @@ from restartbench.results import FormatError, Run, read_run
 
 from .catalogue import NO_MATCH
 from .compare import fmt
+from .findings import (ALWAYS_JUDGED, Finding, asks, attribute, check_ids, checks_of, counts, fisher_greater,
+                       findings, hosts_of, sites)
 from .summary import Analysis, analyses
 
 DEFAULT_PATH = Path(__file__).resolve().parent.parent / "gates" / "default.toml"
@@ -55,6 +57,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "emulated": {"recovery_p95_s_max": 10.0, "rss_slope_max": 64 << 20},
     "baseline": {"alpha": 0.002, "min_effect": 0.10,
                  "samples": ["recovery_s", "timeout_rate", "restart_api_s"]},
+    "findings": {"alpha": 0.01},
     "analysis": {"window_s": None, "grace_s": None},
 }
 SWITCHES = ("run_completed", "all_recover")          # true/false
@@ -131,6 +134,10 @@ def _check_value(section: str, key: str, value: Any, where: str) -> Any:
         if not number or (key == "alpha" and not 0 < value < 1) or value < 0:
             raise bad("0 < alpha < 1" if key == "alpha" else "a number >= 0")
         return float(value)
+    if section == "findings":
+        if not number or not 0 < value < 1:
+            raise bad("0 < alpha < 1")
+        return float(value)
     if not number or value <= 0:
         raise bad("a number of seconds > 0")
     return float(value)
@@ -146,56 +153,112 @@ class GateRow:
     limit: str
     verdict: str        # pass | fail | skip
     note: str = ""
+    findings: list[str] = field(default_factory=list)   # a failing row: the findings it is attributed to
+
+
+@dataclass
+class Aim:
+    """The question a gate answers. ``bugs``: judge only rows attributed to these findings (ids, bugs
+    their faces share, unnamed stems); ``allow``: rows attributed only to these pass, listed."""
+
+    bugs: tuple[str, ...] = ()
+    allow: tuple[str, ...] = ()
+
+    def describe(self) -> dict[str, Any]:
+        return {"bugs": list(self.bugs), "allow": list(self.allow)}
+
+
+#: what a row's verdict becomes under the question asked (``GateResult.outcome``)
+OUTCOMES = ("pass", "fail", "skip", "not asked", "allowed", "emulation effect")
 
 
 @dataclass
 class GateResult:
     rows: list[GateRow] = field(default_factory=list)
     known: dict[str, list[dict[str, Any]]] = field(default_factory=dict)   # run id -> known bugs matched
+    findings: dict[str, list[Finding]] = field(default_factory=dict)      # run id -> its findings
+    aim: Aim = field(default_factory=Aim)
+    #: run id -> finding id -> "build" | "arch effect" | "emulation effect" (a foreign-arch run with controls)
+    effects: dict[str, dict[str, str]] = field(default_factory=dict)
+    controls: dict[str, list[str]] = field(default_factory=dict)          # run id -> its control runs
+
+    def outcome(self, row: GateRow) -> str:
+        """The row's verdict for the question asked: a failing row attributed to none of the asked
+        findings is ``not asked``; one whose findings are all allowed is ``allowed``; one whose
+        findings are all emulation effects (its control shows them as often) ``emulation effect``."""
+        if row.verdict != "fail" or row.check in ALWAYS_JUDGED:
+            return row.verdict
+        ids = row.findings
+        mine = self.findings.get(row.scope, [])
+        if self.aim.bugs and not any(asks(self.aim.bugs, f) for f in mine if f.id in ids) \
+                and not any(asks(self.aim.bugs, {"id": i, "bug": i}) for i in ids):
+            return "not asked"
+        if ids and self.aim.allow and all(asks(self.aim.allow, next((f for f in mine if f.id == i),
+                                                                      {"id": i, "bug": i})) for i in ids):
+            return "allowed"
+        effects = self.effects.get(row.scope) or {}
+        if ids and effects and all(effects.get(i) == "emulation effect" for i in ids):
+            return "emulation effect"
+        return "fail"
 
     def explained(self, row: GateRow) -> str:
-        """The known bugs that explain a failing row, "no known signature" when its run matched
-        none, "" when it passed (or its run's bugs explain other checks)."""
+        """The known bugs that explain a failing row, "no known signature" when none does (its
+        findings are unnamed), "" when it passed."""
         if row.verdict != "fail" or row.scope not in self.known:
             return ""
-        bugs = self.known[row.scope]
-        if not bugs:
-            return NO_MATCH
-        return ", ".join(b["id"] for b in bugs if row.check in b.get("explains", []))
+        known = {b["id"] for b in self.known[row.scope]}
+        return ", ".join(i for i in row.findings if i in known) or NO_MATCH
 
     def known_lines(self) -> list[str]:
-        """One line per (run, known bug) matched, and one per failing run that matched none."""
-        failing = {r.scope for r in self.failures()}
-        lines = []
-        for scope, bugs in self.known.items():
-            for b in bugs:
-                ref = f" ({', '.join(u.split(' (')[0] for u in b['upstream'])})" if b.get("upstream") else ""
-                note = f" [{b['version_note']}]" if b.get("version_note") else ""
-                lines.append(f"{_short(scope)}: {b['id']} — {b['title']}{ref}{note}. {b['advice']}")
-            if not bugs and scope in failing:
-                lines.append(f"{_short(scope)}: {NO_MATCH} — `restartbench explore` looks for the minimal "
-                             f"restart plan that shows it")
-        return lines
+        """One line per (run, finding) (``finding_lines``): what the CLI and the report print under the table."""
+        return finding_lines(self)
 
     @property
     def passed(self) -> bool:
-        return not any(r.verdict == "fail" for r in self.rows)
+        return not self.failures()
 
     @property
     def exit_code(self) -> int:
-        """0 when no check failed, 1 otherwise."""
+        """0 when no check failed (under the question asked), 1 otherwise."""
         return 0 if self.passed else 1
 
     def failures(self) -> list[GateRow]:
-        return [r for r in self.rows if r.verdict == "fail"]
+        """The rows that fail the question asked (``outcome`` fail)."""
+        return [r for r in self.rows if self.outcome(r) == "fail"]
+
+    def failing_findings(self, scope: str) -> list[str]:
+        """The ids of a run's findings that fail the question asked."""
+        return list(dict.fromkeys(i for r in self.failures() if r.scope == scope for i in r.findings))
 
     def frame(self) -> pd.DataFrame:
-        return pd.DataFrame([{**asdict(r), "known_bug": self.explained(r)} for r in self.rows],
-                            columns=["check", "scope", "value", "limit", "verdict", "note", "known_bug"])
+        return pd.DataFrame([{**asdict(r), "findings": ", ".join(r.findings), "outcome": self.outcome(r),
+                              "known_bug": self.explained(r)} for r in self.rows],
+                            columns=["check", "scope", "value", "limit", "verdict", "note", "findings",
+                                     "outcome", "known_bug"])
 
-    def add(self, check: str, scope: str, value: str, limit: str, verdict: str, note: str = "") -> None:
+    def findings_frame(self) -> pd.DataFrame:
+        """One row per (run, finding): kind, rate, where, the checks it fails, and what it is to the
+        question asked (asked / not asked / allowed / emulation effect / arch effect / build)."""
+        rows = []
+        for scope, found in self.findings.items():
+            effects = self.effects.get(scope) or {}
+            failing = set(self.failing_findings(scope))
+            for f in found:
+                role = ("fails" if f.id in failing else
+                        "allowed" if f.failing and self.aim.allow and asks(self.aim.allow, f) else
+                        "not asked" if f.failing and self.aim.bugs and not asks(self.aim.bugs, f) else
+                        "emulation effect" if effects.get(f.id) == "emulation effect" else
+                        "fails no check" if not f.failing else "listed")
+                rows.append({"scope": scope, "id": f.id, "kind": f.kind, "k": f.k, "n": f.n, "per": f.per,
+                             "restarts": f.restarts, "failing": f.failing, "effect": effects.get(f.id, ""),
+                             "verdict": role, "title": f.title})
+        return pd.DataFrame(rows, columns=["scope", "id", "kind", "k", "n", "per", "restarts", "failing",
+                                           "effect", "verdict", "title"])
+
+    def add(self, check: str, scope: str, value: str, limit: str, verdict: str, note: str = "",
+            findings: Sequence[str] = ()) -> None:
         assert verdict in VERDICTS
-        self.rows.append(GateRow(check, scope, value, limit, verdict, note))
+        self.rows.append(GateRow(check, scope, value, limit, verdict, note, list(findings)))
 
 
 # -- evaluation -------------------------------------------------------------------------------
@@ -213,30 +276,161 @@ def open_runs(paths: Sequence[Path | str]) -> list[Run]:
 
 def evaluate(candidates: Sequence[Run | Analysis], limits: dict[str, dict[str, Any]] | None = None,
              baseline: Sequence[Run | Analysis] | None = None, alpha: float | None = None,
-             min_effect: float | None = None) -> GateResult:
+             min_effect: float | None = None, *, bugs: Sequence[str] = (), allow: Sequence[str] = (),
+             controls: Sequence[Run | Analysis] = ()) -> GateResult:
     """Judge ``candidates`` against ``limits`` (from load_limits; None = defaults) and, if given,
     against ``baseline`` runs. ``alpha``/``min_effect`` default to the limits' [baseline]
     (0.002 and 0.10 as shipped). Runs are analysed afresh (never a stale summary.json); an Analysis
-    made with the limits' W and grace is used as it is."""
+    made with the limits' W and grace is used as it is.
+
+    ``bugs``/``allow``: the question (``Aim``): judge only the rows attributed to these findings / pass
+    rows attributed only to those. ``controls``: runs whose run.json names a candidate as the run they
+    control (``control.of``): a foreign-arch run's native and emulated controls, which decide whether
+    each of its findings is the build's, the arch's or the emulator's (``classify``). Candidates that
+    are themselves controls of another candidate are moved to ``controls``."""
     if not candidates:
         raise GateInputError("no candidate runs to judge; pass at least one results directory")
     limits = validate_limits({}, "defaults") if limits is None else limits
     analysis = limits.get("analysis", {})
     window_s, grace_s = analysis.get("window_s"), analysis.get("grace_s")
-    result = GateResult()
-    cand = _summaries(candidates, window_s, grace_s)
+    try:
+        check_ids(bugs, "--bug")
+        check_ids(allow, "--allow")
+    except ValueError as exc:
+        raise GateInputError(str(exc)) from None
+    result = GateResult(aim=Aim(tuple(bugs), tuple(allow)))
+    pairs = _summaries(list(candidates) + list(controls), window_s, grace_s)
+    ids = {run.run_id for run, _ in pairs}
+    is_control = lambda run: (run.meta.get("control") or {}).get("of") in ids        # noqa: E731
+    cand = [(r, s) for r, s in pairs if not is_control(r)]
+    ctrl = [(r, s) for r, s in pairs if is_control(r)]
+    if not cand:
+        raise GateInputError("every run given is a control of another: pass the run they control too")
     for run, summary in cand:
-        emulated = bool(summary["run"]["target"].get("emulated"))
-        check_run(result, run, summary, {**limits["limits"], **(limits["emulated"] if emulated else {})})
-        result.known[run.run_id] = summary.get("known_bugs") or []
+        judge_run(result, run, summary, limits_for(summary, limits))
+    _check_aim(result, cand)
+    if ctrl:
+        classify(result, cand, ctrl, limits)
     if baseline:
         base = _summaries(baseline, window_s, grace_s)
+        kinds = {s["run"]["target"].get("kind") for _, s in cand}
+        other = {s["run"]["target"].get("kind") for _, s in base} - kinds
+        if other:
+            raise GateInputError(f"the baseline runs are of host {', '.join(sorted(map(str, other)))}, the candidates "
+                                 f"of {', '.join(sorted(map(str, kinds)))}: a baseline must be runs of the same "
+                                 f"host (e.g. the base branch's build of it)")
         b = limits.get("baseline", {})
         compare_baseline(result, cand, base,
                          alpha=b.get("alpha", 0.002) if alpha is None else alpha,
                          min_effect=b.get("min_effect", 0.10) if min_effect is None else min_effect,
                          samples=b.get("samples", list(SAMPLES)))
+        scratch = GateResult()
+        for run, summary in base:
+            judge_run(scratch, run, summary, limits_for(summary, limits))
+        compare_findings(result, cand, [(s, scratch.findings[r.run_id]) for r, s in base],
+                         limits["findings"]["alpha"])
     return result
+
+
+def limits_for(summary: dict[str, Any], limits: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The [limits] a run is judged with: [emulated] over them for an emulated run."""
+    emulated = bool(summary["run"]["target"].get("emulated"))
+    return {**limits["limits"], **(limits["emulated"] if emulated else {})}
+
+
+def judge_run(result: GateResult, run: Run, summary: dict[str, Any], limits: dict[str, Any]) -> None:
+    """The absolute checks of one run, each failing row attributed to its findings, and the run's
+    findings (known bugs matched, unnamed ones) in ``result.findings``."""
+    first = len(result.rows)
+    check_run(result, run, summary, limits)
+    present = sites(summary, run.meta)
+    known = summary.get("known_bugs") or []
+    failing: dict[str, list[str]] = {}
+    for row in result.rows[first:]:
+        if row.verdict == "fail":
+            row.findings = attribute(row.check, known, present)
+            failing.setdefault(row.check, []).extend(row.findings)
+    result.known[run.run_id] = known
+    result.findings[run.run_id] = findings(summary, run.meta, failing)
+
+
+def run_findings(run: Run, summary: dict[str, Any], limits: dict[str, dict[str, Any]] | None = None) -> list[Finding]:
+    """A run's findings with ``limits`` (None: gates/default.toml): what summary.json carries."""
+    limits = load_limits() if limits is None else limits
+    scratch = GateResult()
+    judge_run(scratch, run, summary, limits_for(summary, limits))
+    return scratch.findings[run.run_id]
+
+
+def _check_aim(result: GateResult, cand: list[tuple[Run, dict[str, Any]]]) -> None:
+    """Every asked finding must be one these runs can show: it explains a gate check, that check was
+    judged (not skipped) in a run, and a run is of a host it concerns. Else GateInputError."""
+    kinds = {str(s["run"]["target"].get("kind")) for _, s in cand}
+    for fid in result.aim.bugs:
+        checks = checks_of(fid)
+        if not checks:
+            raise GateInputError(f"--bug {fid} explains no gate check (it is listed with its rate, never "
+                                 f"judged): ask about a finding that fails a check")
+        hosts = hosts_of(fid)
+        if "any" not in hosts and not hosts & kinds:
+            raise GateInputError(f"--bug {fid} is a bug of {', '.join(sorted(hosts))}; these runs are of "
+                                 f"{', '.join(sorted(kinds))}: give runs of a {'/'.join(sorted(hosts))} target")
+        judged = [r for r in result.rows if r.check in checks and r.verdict in ("pass", "fail")]
+        if not judged:
+            why = sorted({f"{r.check}: {r.note}" for r in result.rows if r.check in checks and r.note})
+            raise GateInputError(f"--bug {fid}: no run given can show it: its checks ({', '.join(checks)}) "
+                                 f"were judged in none of them" + (f" ({'; '.join(why)[:200]})" if why else "")
+                                 + "; give runs that can (e.g. 3+ restarts, the host's log)")
+
+
+def classify(result: GateResult, cand: list[tuple[Run, dict[str, Any]]],
+             ctrl: list[tuple[Run, dict[str, Any]]], limits: dict[str, dict[str, Any]]) -> None:
+    """Each finding of a foreign-arch run with controls: ``build`` when its bug fails the native
+    control too (the build has it without emulation), else ``arch effect`` when its rate is
+    significantly above the emulated control's (one-sided Fisher, p < [findings] alpha), else
+    ``emulation effect`` (shown, never failing: the emulator, not the arch)."""
+    alpha = limits["findings"]["alpha"]
+    for run, summary in cand:
+        mine = [(r, s) for r, s in ctrl if (r.meta.get("control") or {}).get("of") == run.run_id]
+        if not mine:
+            continue
+        result.controls[run.run_id] = [r.run_id for r, _ in mine]
+        scratch = GateResult()
+        judged: dict[str, list[Finding]] = {}
+        for r, s in mine:
+            judge_run(scratch, r, s, limits_for(s, limits))
+            judged[(r.meta.get("control") or {}).get("kind", "emulated")] = scratch.findings[r.run_id]
+            result.findings[r.run_id] = scratch.findings[r.run_id]
+        emulated = [(s, scratch.findings[r.run_id]) for r, s in mine
+                    if (r.meta.get("control") or {}).get("kind", "emulated") == "emulated"]
+        native_bugs = {f.bug for f in judged.get("native", []) if f.failing}
+        effects = {}
+        for f in result.findings[run.run_id]:
+            if "native" in judged and f.bug in native_bugs:
+                effects[f.id] = "build"
+            elif emulated:
+                k0, n0 = counts(emulated, f.id)
+                effects[f.id] = "arch effect" if fisher_greater(f.k, f.n, k0, n0) < alpha else "emulation effect"
+        result.effects[run.run_id] = effects
+
+
+def compare_findings(result: GateResult, cand: list[tuple[Run, dict[str, Any]]],
+                     base: list[tuple[dict[str, Any], list[Finding]]], alpha: float) -> None:
+    """One row per finding of the candidates: its rate against the baseline's (one-sided Fisher's
+    exact test on the counts); a regression when p < ``alpha``; a finding the baseline never showed
+    is called new."""
+    scope = "candidates vs baseline"
+    mine = [(s, result.findings[r.run_id]) for r, s in cand]
+    for fid in dict.fromkeys(f.id for _, found in mine for f in found):
+        kc, nc = counts(mine, fid)
+        kb, nb = counts(base, fid)
+        p = fisher_greater(kc, nc, kb, nb)
+        worse = p < alpha
+        unit = "restarts" if nc > len(mine) else "runs"
+        note = ("new: the baseline never showed it" if not kb else "") + \
+               ("; significantly more often" if worse and kb else " and significantly often" if worse else "")
+        result.add(f"finding {fid}", scope, f"{kc}/{nc} vs {kb}/{nb} {unit} (p={p:.2g})", f"Fisher p ≥ {alpha:g}",
+                   "fail" if worse else "pass", note.strip("; "), findings=[fid] if worse else [])
 
 
 def _summaries(items: Sequence[Run | Analysis], window_s: float | None,
@@ -511,7 +705,8 @@ def _effect(effect: float) -> str:
 
 # -- presentation -----------------------------------------------------------------------------
 
-STYLE = {"pass": "green", "fail": "bold red", "skip": "yellow"}
+STYLE = {"pass": "green", "fail": "bold red", "skip": "yellow", "not asked": "dim", "allowed": "cyan",
+         "emulation effect": "cyan"}
 
 
 def _short(scope: str) -> str:
@@ -520,20 +715,57 @@ def _short(scope: str) -> str:
     return re.sub(r"^\d{8}-\d{6}-", "", scope)
 
 
-def render(result: GateResult) -> Table:
-    """The gate's rows as a rich Table, verdict coloured; the caption states the outcome."""
+def verdict_line(result: GateResult) -> str:
+    """``verdict: FAIL (2 check(s)) (exit 1)``, with the question when one was asked."""
     verdict = "PASS" if result.passed else f"FAIL ({len(result.failures())} check(s))"
+    asked = ""
+    if result.aim.bugs:
+        asked += f" — asked about {', '.join(result.aim.bugs)} only"
+    if result.aim.allow:
+        asked += f"; allowed: {', '.join(result.aim.allow)}"
+    return f"verdict: {verdict} (exit {result.exit_code}){asked}"
+
+
+def finding_lines(result: GateResult) -> list[str]:
+    """One line per (run, finding): id, rate, where, what it fails, what it is to the question; a known
+    bug's upstream, version note and advice."""
+    lines = []
+    frame = result.findings_frame()
+    for scope, found in result.findings.items():
+        rows = frame[frame["scope"] == scope].set_index("id")
+        control = " (control)" if any(scope in c for c in result.controls.values()) else ""
+        for f in found:
+            row = rows.loc[f.id]
+            where = f" at restart {', '.join(map(str, f.restarts[:8]))}" if f.restarts else ""
+            rate = f"{f.k}/{f.n} {'restarts' if f.per == 'restart' else 'run'}"
+            effect = f", {row['effect']}" if row["effect"] else ""
+            fails = f"; fails {', '.join(f.failing)}" if f.failing else ""
+            head = f"{_short(scope)}{control}: {f.id} [{row['verdict']}{effect}] {rate}{where}{fails}"
+            if f.kind == "known":
+                ref = f" ({', '.join(u.split(' (')[0] for u in f.upstream)})" if f.upstream else ""
+                note = f" [{f.version_note}]" if f.version_note else ""
+                head += f" — {f.title}{ref}{note}. {f.advice}"
+            else:
+                head += " — no known signature: `restartbench explore` looks for the minimal plan that shows it"
+            lines.append(" ".join(head.split()))
+    return lines
+
+
+def render(result: GateResult) -> Table:
+    """The gate's rows as a rich Table, verdict coloured (the verdict under the question asked), each
+    failing row's findings beside it; the caption states the outcome and lists every finding."""
     scopes = {r.scope for r in result.rows}
     single = len(scopes) == 1                    # one run: name it in the title, not on every row
     title = f"restart gate — {next(iter(scopes))}" if single else "restart gate"
-    caption = Text("\n".join([f"verdict: {verdict} (exit {result.exit_code})", *result.known_lines()]))
+    caption = Text("\n".join([verdict_line(result), *finding_lines(result)]))
     table = Table(title=title, caption=caption, caption_justify="left")
-    known = any(result.explained(r) for r in result.rows)
+    shown = any(r.findings for r in result.rows)
     for name in ("check",) + (() if single else ("scope",)) + ("value", "limit", "verdict", "note") + \
-            (("known bug",) if known else ()):
+            (("finding",) if shown else ()):
         table.add_column(name, overflow="fold", no_wrap=name == "scope")
     for r in result.rows:
+        outcome = result.outcome(r)
         cells = [r.check] + ([] if single else [_short(r.scope)]) + [r.value, r.limit,
-                                                             Text(r.verdict, style=STYLE[r.verdict]), Text(r.note)]
-        table.add_row(*cells, *([result.explained(r)] if known else []))
+                                                             Text(outcome, style=STYLE[outcome]), Text(r.note)]
+        table.add_row(*cells, *([", ".join(r.findings)] if shown else []))
     return table

@@ -167,4 +167,29 @@ def run_figures(a: Analysis) -> dict[str, str]:
             (("traffic", traffic), ("processes", processes), ("retention", retention))}
 
 
-__all__ = ["traffic", "processes", "retention", "run_figures", "to_data_uri"]
+def findings_heatmap(df) -> Figure:
+    """The build × finding table (compare.finding_table) as a heatmap of rates, each cell annotated
+    ``rate`` and ``k/n``."""
+    ids = list(dict.fromkeys(df["id"]))
+    labels = list(dict.fromkeys(df["label"]))
+    fig = new_figure(1.2 + 0.45 * len(labels))
+    ax = fig.subplots()
+    if not ids:
+        _nothing(ax, "no findings")
+        return fig
+    grid = np.full((len(labels), len(ids)), np.nan)
+    for r in df.itertuples():
+        grid[labels.index(r.label), ids.index(r.id)] = r.rate
+    im = ax.imshow(grid, cmap="Reds", vmin=0, vmax=1, aspect="auto")
+    for r in df.itertuples():
+        i, j = labels.index(r.label), ids.index(r.id)
+        ax.text(j, i, f"{r.rate:.0%}\n{r.k}/{r.n}" if r.n else "–", ha="center", va="center", fontsize=7,
+                color="white" if (r.rate or 0) > 0.6 else "black")
+    ax.set_xticks(range(len(ids)), ids, rotation=30, ha="right", fontsize=7)
+    ax.set_yticks(range(len(labels)), labels, fontsize=7)
+    fig.colorbar(im, ax=ax, label="rate (per restart, or per run)")
+    ax.set_title("findings by build")
+    return fig
+
+
+__all__ = ["traffic", "processes", "retention", "run_figures", "to_data_uri", "findings_heatmap"]

@@ -53,7 +53,11 @@ def write_report(runs: Sequence[Run | Analysis | Path | str], out_path: Path | s
              f'<p class="meta">{len(done)} run(s); generated '
              f'{_dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")}</p>']
     if summaries:
-        parts.append("<h2>Comparison</h2>" + compare_html(compare_summaries(summaries)))
+        compared = compare_summaries(summaries)
+        parts.append("<h2>Comparison</h2>" + compare_html(compared))
+        found = compared.attrs.get("findings")
+        if found is not None and len(found):
+            parts.append("<h2>Findings by build</h2>" + findings_html(found))
     if gate is not None:
         parts.append("<h2>Gate</h2>" + gate_html(gate))
     for a, (_, summary) in zip(done, summaries):
@@ -90,15 +94,37 @@ def _mean_ci(row: pd.Series, m: Any, mark: bool) -> str:
     return text
 
 
+def findings_html(df: pd.DataFrame) -> str:
+    """The build × finding heatmap and its table (rates with 95% intervals)."""
+    rows = [[(r.label, "l"), (r.id, "l"), (r.kind, "l"), (f"{r.k}/{r.n} {'restarts' if r.per == 'restart' else 'runs'}", ""),
+             (fmt(r.rate, "rate"), "fail" if r.k else ""),
+             (f"[{fmt(r.lo, 'rate')}, {fmt(r.hi, 'rate')}]", "")] for r in df.itertuples()]
+    return (f'<img alt="findings by build" src="{plots.to_data_uri(plots.findings_heatmap(df))}">'
+            + table(["build", "finding", "kind", "seen at", "rate", "95% interval"], rows))
+
+
 def gate_html(result: GateResult) -> str:
-    verdict = "PASS" if result.passed else f"FAIL ({len(result.failures())} check(s))"
-    rows = [[(r.check, "l"), (r.scope, "l"), (r.value, ""), (r.limit, ""), (r.verdict, r.verdict),
-             (r.note, "l"), (result.explained(r), "l")] for r in result.rows]
+    from .gate import verdict_line
+
+    rows = [[(r.check, "l"), (r.scope, "l"), (r.value, ""), (r.limit, ""),
+             (result.outcome(r), "fail" if result.outcome(r) == "fail" else r.verdict),
+             (r.note, "l"), (", ".join(r.findings), "l")] for r in result.rows]
     lines = "".join(f"<li>{escape(line)}</li>" for line in result.known_lines())
-    return (f"<p><strong>verdict: {escape(verdict)}</strong> (exit code {result.exit_code})</p>"
-            + table(["check", "scope", "value", "limit", "verdict", "note", "known bug"], rows,
+    return (f"<p><strong>{escape(verdict_line(result))}</strong></p>"
+            + table(["check", "scope", "value", "limit", "verdict", "note", "finding"], rows,
                     row_class=lambda r: "fail" if r[4][0] == "fail" else "")
             + (f'<ul class="known">{lines}</ul>' if lines else ""))
+
+
+def run_findings_html(found: list[dict[str, Any]]) -> str:
+    """A run's findings (default limits): id, kind, rate, where, the checks it fails."""
+    if not found:
+        return '<p class="note">findings: none</p>'
+    rows = [[(f["id"], "l"), (f["kind"], "l"), (f"{f['k']}/{f['n']} {'restarts' if f['per'] == 'restart' else 'run'}", ""),
+             (", ".join(map(str, f["restarts"])) or "–", "l"), (", ".join(f["failing"]) or "none", "l")]
+            for f in found]
+    return "<h3>Findings</h3>" + table(["finding", "kind", "seen at", "restarts", "fails"], rows,
+                                       row_class=lambda r: "fail" if r[4][0] != "none" else "")
 
 
 def known_html(bugs: list[dict[str, Any]]) -> str:
@@ -133,6 +159,7 @@ def run_html(a: Any, s: dict[str, Any]) -> str:
     return (f'<h2 id="{escape(info["run_id"])}">{escape(info["run_id"])}</h2>'
             f'<p class="meta">{escape(meta)}</p>'
             + key_numbers(o, s["phases"], emulated=bool(t.get("emulated")))
+            + run_findings_html(s.get("findings") or [])
             + known_html(s.get("known_bugs") or [])
             + images + "<h3>Restarts</h3>" + restart_html(s["restarts"]))
 

@@ -21,7 +21,7 @@ from .windows import Windows, restart_windows
 
 #: Bumped when the layout or a definition in summary.json changes; compare redoes cached
 #: summaries of another format (the gate always recomputes).
-SUMMARY_FORMAT = 4
+SUMMARY_FORMAT = 5
 
 TARGET_KEYS = ("kind", "name", "version", "arch", "emulated")
 
@@ -56,6 +56,9 @@ class Analysis:
                 "retention": self.retention,
             })
             self._summary = with_host_checks(self.run, base, self.params["grace_s"])
+            from .gate import run_findings
+
+            self._summary["findings"] = [f.describe() for f in run_findings(self.run, self._summary)]
         return self._summary
 
     def matches(self, window_s: float | None, grace_s: float | None) -> bool:

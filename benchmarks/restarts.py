@@ -157,7 +157,9 @@ def measure(inst: installations.Installation, sc: scenarios.Scenario, root: Path
         done = analysis.analyze(read_run(outcome.path))         # once: summary.json and the gate
         analysis.write_summary(done)
         summary = done.summary()
-        failed_checks = len({r.check for r in analysis.evaluate([done]).failures()})
+        verdict = analysis.evaluate([done])
+        failed_checks = len({r.check for r in verdict.failures()})
+        failing_findings = verdict.failing_findings(done.run.run_id)
     except Exception as exc:                    # noqa: BLE001 - this combination fails, the others go on
         return {"error": f"analysis of {outcome.path} failed: {type(exc).__name__}: {exc}"}
     o = summary["overall"]
@@ -169,6 +171,7 @@ def measure(inst: installations.Installation, sc: scenarios.Scenario, root: Path
         "rss_slope": _number(o.get("rss_slope")),
         "fd_slope": _number(o.get("fd_slope")),
         "gate_failed_checks": float(failed_checks),
+        "failing_findings": float(len(failing_findings)),
         "crashed_restarts": (sum(1 for r in unit_restarts if r.get("crashes")) / len(unit_restarts)
                              if unit_restarts else math.nan),
         "restarts": o.get("restarts"), "unrecovered": o.get("unrecovered")}}
@@ -251,6 +254,12 @@ class Restarts:
         return self.metrics["gate_failed_checks"]
     track_gate_failed_checks.unit = "checks"
     track_gate_failed_checks.pretty_name = "gate checks failed"
+
+    def track_failing_findings(self, cache, target, scenario) -> float:
+        """How many findings (known bugs, unnamed failures; summary.json ``findings``) fail the gate."""
+        return self.metrics["failing_findings"]
+    track_failing_findings.unit = "findings"
+    track_failing_findings.pretty_name = "findings failing the gate"
 
     def track_crashed_restarts(self, cache, target, scenario) -> float:
         """Share of restarts after which a Unit process crashed (Unit's log); NaN for other hosts."""

@@ -96,6 +96,48 @@ def runner_for(arch: str) -> tuple[str, ...]:
     return (qemu, "-L", str(root))
 
 
+def emulated_here() -> tuple[str, ...]:
+    """The runner that runs this machine's own binaries under qemu-user (``qemu-x86_64-static``): an
+    emulation control runs a native build through it, so that only the arch differs from a foreign run."""
+    arch = host_arch()
+    qemu = shutil.which(f"qemu-{arch}-static") or shutil.which(f"qemu-{arch}")
+    if not qemu:
+        raise InstallationError(f"the emulation control runs {arch} binaries under qemu-user: install Debian's "
+                                f"qemu-user-static (`make emulator ARCH=arm64` does), or pass --no-control")
+    return (qemu,)
+
+
+#: a foreign binary's shared libraries -> the Debian multiarch package (``{}`` = Debian arch) holding them
+_MULTIARCH_PACKAGES = {"libssl.so": "libssl3:{}", "libcrypto.so": "libssl3:{}", "libpcre2-8.so": "libpcre2-8-0:{}",
+                       "libc.so": "libc6:{}", "libm.so": "libc6:{}"}
+
+
+def multiarch_packages(arch: str) -> list[str]:
+    """Debian's multiarch runtime a foreign Unit build needs (its loader, libc, OpenSSL, PCRE2)."""
+    deb = _DEBIAN_ARCH.get(arch, arch)
+    return [f"libc6:{deb}", f"libssl3:{deb}", f"libpcre2-8-0:{deb}"]
+
+
+def foreign_failure_hint(text: str, arch: str, runner: tuple[str, ...] = ()) -> str:
+    """What to install when a foreign binary could not start under qemu-user (its loader or a shared
+    library missing), from what it printed; "" when the output says neither."""
+    deb = _DEBIAN_ARCH.get(arch, arch)
+    install = (f"dpkg --add-architecture {deb} && apt-get update && apt-get install "
+               f"{' '.join(multiarch_packages(arch))} (or `make emulator ARCH={deb}`)")
+    how = f" under {Path(runner[0]).name}" if runner else ""
+    m = re.search(r"Could not open '(/lib[^']*ld-linux[^']*)'", text)
+    if m:
+        return (f"{arch} binaries{how} need {arch}'s dynamic loader {m.group(1)}, which is missing: install "
+                f"Debian's {deb} runtime: {install}")
+    m = re.search(r"error while loading shared libraries: (\S+?):", text)
+    if m:
+        lib = m.group(1)
+        pkg = next((p.format(deb) for prefix, p in {**_MULTIARCH_PACKAGES, **_LIB_PACKAGES}.items()
+                    if lib.startswith(prefix)), f"the {deb} package holding {lib}")
+        return f"{arch} binaries{how} need {lib}, which is missing: apt-get install {pkg} ({install})"
+    return ""
+
+
 def check_runs(exe: Path, runner: tuple[str, ...], arch: str, timeout_s: float = 60.0) -> str:
     """Run ``exe --version`` (under ``runner``) and return its first line; raise InstallationError
     saying what to install when it cannot run (a foreign binary's missing shared library, ...)."""

@@ -101,7 +101,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("gate", help="judge runs against limits (and a baseline); exit 0 pass / 1 fail")
     p.add_argument("runs", nargs="+", help="candidate run dirs, or 'latest'")
     p.add_argument("--limits", default=None, help="limits TOML (default gates/default.toml)")
-    p.add_argument("--baseline", nargs="+", default=None, help="baseline run dirs")
+    p.add_argument("--baseline", nargs="+", default=None, help="baseline run dirs: timings compared per "
+                   "restart (Mann-Whitney), each finding's rate compared (Fisher's exact test), new findings named")
+    p.add_argument("--bug", action="append", default=None, metavar="ID[,ID]",
+                   help="judge only the checks these findings explain (catalogue id, the bug its faces "
+                   "share, or an unnamed finding such as crash@router)")
+    p.add_argument("--allow", action="append", default=None, metavar="ID[,ID]",
+                   help="pass a run whose only failures these findings explain (still listed)")
     p.set_defaults(func=cmd_gate)
 
     p = sub.add_parser("offline-html", help="make asv's published HTML load nothing from the network "
@@ -153,12 +159,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the plan generator (default 0): same seed, "
                    "same plans")
     p.add_argument("--gate", default=None, help="limits TOML (default gates/default.toml)")
+    p.add_argument("--bug", action="append", default=None, metavar="ID[,ID]",
+                   help="look for these findings only: a plan fails when they fail the gate")
+    p.add_argument("--allow", action="append", default=None, metavar="ID[,ID]",
+                   help="findings that do not make a plan fail (known ones you are not hunting)")
     p.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS, help="where the explore dir goes")
     p.set_defaults(func=cmd_explore)
 
-    p = sub.add_parser("bisect", help="binary search over installed versions for the first one that fails "
-                       "the gate; exit 0 found / 1 good fails or bad passes / 3 left open by failed runs")
+    p = sub.add_parser("bisect", help="binary search for the build (installed builds by version, or with "
+                       "--source the commits of a Unit source) where one finding changes: --bug/--check, else "
+                       "what fails at every run of the bad end and at none of the good end; exit 0 found / 1 "
+                       "the ends do not differ / 3 left open by failed runs")
     g = p.add_argument_group("bisect")
+    g.add_argument("--check", action="append", default=None, metavar="NAME",
+                   help="bisect on a gate check (e.g. 'shutdown hang') instead of a finding")
     g.add_argument("--good", required=True, help="a version (or units.toml name) that passes the gate; "
                    "with --source a tag, branch or commit")
     g.add_argument("--bad", required=True, help="a version that fails it (older or newer than --good)")
@@ -240,6 +254,16 @@ def _add_run_arguments(p: argparse.ArgumentParser, several: bool = False) -> Non
     g.add_argument("--keep", action="store_true", help="keep the host's temp dir (state, socket, logs)")
     g.add_argument("--gate", nargs="?", const="default", default=None, metavar="LIMITS",
                    help="judge the run with the gate (default limits, or a TOML file); exit 1 on failure")
+    g.add_argument("--bug", action="append", default=None, metavar="ID[,ID]",
+                   help="the gate judges only the checks these findings explain (a catalogue id such as "
+                   "unit-1179-restart-crash, the bug its faces share (unit-1179), or an unnamed finding such "
+                   "as crash@router); other failures are listed, not judged")
+    g.add_argument("--allow", action="append", default=None, metavar="ID[,ID]",
+                   help="a run whose only failures these findings explain passes (they are still listed)")
+    g.add_argument("--no-control", action="store_true",
+                   help="a foreign-arch (emulated) run: skip its controls (the same revision for this "
+                   "machine's arch, run natively and under qemu-user), which tell the arch's findings from "
+                   "the emulator's and the build's")
     g.add_argument("--report", action="store_true", help="also write the HTML report into the run dir")
     g.add_argument("--quiet", action="store_true", help="no live progress")
 
@@ -301,6 +325,7 @@ def run_config(args: argparse.Namespace, resolve: bool = True, check: bool = Tru
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    _check_aim(args)
     config = run_config(args)
     limits = _gate_limits(args.gate) if args.gate else None
     inst = config.installation
@@ -308,12 +333,17 @@ def cmd_run(args: argparse.Namespace) -> int:
                   f"{', emulated' if inst.emulated else ''}) · app {config.app} · scenario "
                   f"{config.scenario.name}: {config.scenario.restart_count} restarts "
                   f"every {config.scenario.restart_every_s:g}s over {config.scenario.duration_s:g}s")
+    from .controls import run_controls
+
     with LiveProgress(console, enabled=not args.quiet) as live:
         outcome = run(config, report=live.update)
-    return _after_run(outcome, limits, args.report)
+        controls = [] if args.no_control else run_controls(
+            config, outcome, report=live.update, say=lambda s: console.print(s, markup=False, highlight=False))
+    return _after_run(outcome, limits, args.report, _ids(args.bug), _ids(args.allow), controls)
 
 
-def _after_run(outcome: RunOutcome, limits, report: bool) -> int:
+def _after_run(outcome: RunOutcome, limits, report: bool, bugs: Sequence[str] = (), allow: Sequence[str] = (),
+               controls: Sequence[RunOutcome] = ()) -> int:
     import analysis
     from analysis import console as views
 
@@ -323,18 +353,23 @@ def _after_run(outcome: RunOutcome, limits, report: bool) -> int:
     analysis.write_summary(done)
     for table in views.run_tables(summary, run.meta):
         console.print(table)
+    ctrl = [analysis.analyze(results.read_run(c.path)) for c in controls if c.status == "complete"]
+    for c in ctrl:
+        analysis.write_summary(c)
+        console.print(f"control ({c.run.meta['control']['kind']}): {c.run.path}")
     code = EXIT_OK
     if outcome.status != "complete":
         console.print(f"[red]run {outcome.status}[/]: {outcome.meta.get('reason', '')}")
         code = _SIGNAL_EXIT.get(outcome.meta.get("reason", "").split(":")[0], EXIT_RUN_FAILED) \
             if outcome.status == "interrupted" else EXIT_RUN_FAILED
+    verdict = None
     if limits is not None and outcome.status != "interrupted":
-        verdict = analysis.evaluate([done], limits)
+        verdict = analysis.evaluate([done], limits, bugs=bugs, allow=allow, controls=ctrl)
         console.print(analysis.gate.render(verdict))
         if code == EXIT_OK:
             code = verdict.exit_code
     if report:
-        path = analysis.write_report([done], outcome.path / "report.html")
+        path = analysis.write_report([done, *ctrl], outcome.path / "report.html", gate=verdict)
         console.print(f"report: {path}")
     console.print(f"run directory: [bold]{outcome.path}[/]")
     return code
@@ -370,9 +405,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     table = compare.compare_table(_runs(args.runs))
     console.print(compare.render(table))
+    found = table.attrs.get("findings")
+    if found is not None and len(found):
+        console.print(compare.render_findings(found))
     if args.csv:
         check_writable(args.csv.parent)
         console.print(f"csv: {compare.write_csv(table, args.csv)}")
+        if found is not None and len(found):
+            console.print(f"findings csv: {compare.findings_csv(args.csv)}")
     return EXIT_OK
 
 
@@ -381,7 +421,8 @@ def cmd_gate(args: argparse.Namespace) -> int:
 
     limits = _gate_limits(args.limits or "default")
     baseline = _runs(args.baseline) if args.baseline else None
-    verdict = analysis.evaluate(_runs(args.runs), limits, baseline=baseline)
+    verdict = analysis.evaluate(_runs(args.runs), limits, baseline=baseline, bugs=_ids(args.bug),
+                                allow=_ids(args.allow))
     console.print(analysis.gate.render(verdict))
     return verdict.exit_code
 
@@ -502,6 +543,7 @@ def _base_config(args: argparse.Namespace, target: str, arch: str | None, scenar
 def cmd_matrix(args: argparse.Namespace) -> int:
     from . import matrix
 
+    _check_aim(args)
     limits = _gate_limits(args.gate or "default")
     targets = matrix.split_list(args.target)
     names = matrix.split_list(args.scenario) or ["periodic-restart"]
@@ -552,7 +594,9 @@ def cmd_matrix(args: argparse.Namespace) -> int:
             style = "green" if event.result.ok else "red"
             console.print(f"[{style}]{event.headline()}[/]", highlight=False)
 
-    result = matrix.run_matrix(cell_list, base, report=progress, limits=limits, html=args.report)
+    result = matrix.run_matrix(cell_list, base, report=progress, limits=limits, html=args.report,
+                               controls=not args.no_control, bugs=_ids(args.bug), allow=_ids(args.allow),
+                               say=lambda s: console.print(s, markup=False, highlight=False))
     return _after_matrix(result)
 
 
@@ -560,7 +604,12 @@ def _after_matrix(result) -> int:
     import analysis
 
     if result.table is not None:
+        from analysis import compare
+
         console.print(analysis.render_compare(result.table))
+        found = result.table.attrs.get("findings")
+        if found is not None and len(found):
+            console.print(compare.render_findings(found))
         console.print(analysis.render_gate(result.verdict))
     cells = Table(title="cells: the gate's verdict on each", title_justify="left")
     for col in ("#", "cell", "status", "gate", "failed checks", "wall", "run directory / reason"):
@@ -569,7 +618,8 @@ def _after_matrix(result) -> int:
     for n, r in enumerate(result.results, 1):
         style = "green" if r.ok else "red"
         failed = [row.check for row in failures if r.path and row.scope == r.path.name]
-        gate = "-" if not r.ok or result.verdict is None else ("[red]FAIL[/]" if failed else "[green]pass[/]")
+        gate = "-" if not r.ok or result.verdict is None else "control" if r.cell.control else \
+            ("[red]FAIL[/]" if failed else "[green]pass[/]")
         cells.add_row(str(n), r.cell.label, f"[{style}]{r.status}[/]", gate, ", ".join(failed),
                       f"{r.wall_s:.0f} s", str(r.path or "") + (f"\n{r.reason}" if r.reason else ""))
     console.print(cells)
@@ -583,185 +633,91 @@ def _after_matrix(result) -> int:
 
 
 def cmd_bisect(args: argparse.Namespace) -> int:
-    import dataclasses
-    import time
-    import uuid
-
-    import analysis
-    from . import matrix
-    from .run import Interrupted
+    from . import bisect
 
     limits = _gate_limits(args.gate or "default")
     kind = args.target.partition("@")[0]
     arch = arches.normalize_arch(args.arch)
-    if args.source is not None:
-        plan = _commit_plan(args, arch)
-    else:
-        plan = _version_plan(args, kind, arch)
-    base = _base_config(args, plan.first_label, arch, args.scenario, resolve=plan.sequence is None)
-    out = base.results_root / f"bisect-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
-
-    def run_cell(inst):
-        cfg = dataclasses.replace(base, target=inst.label, arch=inst.arch, installation=inst,
-                                  run_id=None, target_options=dict(base.target_options))
-        with LiveProgress(console, enabled=not args.quiet) as live:
-            return run(cfg, report=live.update)
-
-    def judge(outcome):
-        if outcome.status == "interrupted":
-            raise Interrupted(outcome.meta.get("reason", "").split(":")[0] or "SIGINT")
-        if outcome.status != "complete":
-            return None
-        verdict = analysis.evaluate([results.read_run(outcome.path)], limits)
-        return verdict.passed, list(dict.fromkeys(r.check for r in verdict.failures()))
+    say = lambda s: errors.print(s, markup=False, highlight=False)           # noqa: E731
+    base = _base_config(args, kind if args.source is not None else args.target, arch, args.scenario,
+                        resolve=False)
+    plan_of: dict[str, Any] = {}
 
     def progress(what, item, step):
-        label = plan.describe(item)
+        label = plan_of["plan"].describe(item) if "plan" in plan_of else str(getattr(item, "label", item))
         if step is None:
             console.print(f"[bold]bisect: {label}[/] ({arch})", highlight=False)
         else:
             style = {"pass": "green", "fail": "red"}.get(step.verdict, "yellow")
+            seen = "; ".join(", ".join(f) or "none" for f in step.findings)
             console.print(f"  {step.version}: [{style}]{step.verdict}[/] ({' '.join(step.votes) or 'no run'})"
-                          f" {step.reason}", highlight=False)
+                          f" {step.reason}" + (f" findings: {seen}" if step.findings else ""), highlight=False)
 
     try:
-        if plan.sequence is None:
-            found = matrix.bisect(args.good, args.bad, plan.items, run_cell, judge, repeat=args.repeat,
-                                  verify_endpoints=not args.no_verify, report=progress)
-        else:
-            found = matrix.search(args.good, args.bad, plan.sequence, run_cell, judge, repeat=args.repeat,
-                                  verify_endpoints=not args.no_verify, report=progress, prepare=plan.prepare)
-    except matrix.MatrixInputError as exc:
+        if args.source is not None:                  # the plan first, to describe commits as they are probed
+            plan_of["plan"] = bisect.commit_plan(args.source, args.flavor, arch, args.good, args.bad, say)
+        with LiveProgress(console, enabled=not args.quiet) as live:
+            done = bisect.find(base, args.good, args.bad, arch=arch, kind=kind, source=args.source,
+                               flavor=args.flavor, limits=limits, bugs=_ids(args.bug), checks=_ids(args.check),
+                               repeat=args.repeat, verify_endpoints=not args.no_verify, report=progress,
+                               progress=live.update, say=say)
+    except bisect.BisectInputError as exc:
         raise UsageError(str(exc)) from None
     except Interrupted as exc:
         errors.print(f"bisect interrupted ({exc.reason})")
         return _SIGNAL_EXIT.get(exc.reason, 130)
-    out.mkdir(parents=True, exist_ok=True)
-    record = {**found.describe(), "kind": kind, "arch": arch, **plan.record(found)}
-    results.write_json(out / "bisect.json", record)
-    console.print(_bisect_table(found, plan, kind, arch))
+    found, plan = done.result, done.plan
+    if found.chosen:
+        console.print(found.chosen, highlight=False, soft_wrap=True)
+    console.print(_bisect_table(found, plan, arch))
     if found.error:
         console.print(f"[red]{found.error}[/]")
     elif found.found:
-        console.print(plan.conclusion(found), highlight=False)
+        console.print(f"[bold]{plan.conclusion(found)}[/]" + (f" — on {', '.join(found.target)}"
+                                                               if found.target else ""), highlight=False)
     else:
         console.print(f"[yellow]undecided[/]: runs that failed leave the first failing version among "
                       f"{', '.join(found.candidates)}")
-    console.print(f"bisect record: {out / 'bisect.json'}")
-    return found.exit_code
+    console.print(f"bisect record: {done.path / 'bisect.json'}")
+    return done.exit_code
 
 
-def _bisect_table(found, plan, kind: str, arch: str) -> Table:
-    steps = Table(title=f"bisect {plan.what} on {arch}: good {found.good} → bad {found.bad} "
+def _bisect_table(found, plan, arch: str) -> Table:
+    on = f" on {', '.join(found.target)}" if found.target else ""
+    steps = Table(title=f"bisect {plan.what}{on} ({arch}): good {found.good} → bad {found.bad} "
                   f"({len(found.order)} {plan.unit}, {found.repeat} run(s) per step)", title_justify="left")
     for col in (plan.unit[:-1] if plan.unit.endswith("s") else plan.unit, "verdict", "runs", "failing checks",
-                "build / run time", "run directory / reason"):
+                "findings (each run)", "build / run time", "run directory / reason"):
         steps.add_column(col, overflow="fold")
     for st in found.steps:
         steps.add_row(plan.describe(st.version), st.verdict, " ".join(st.votes) or "-",
                       ", ".join(st.failed_checks) or "-",
+                      " | ".join(", ".join(f) or "none" for f in st.findings) or "-",
                       f"{st.prepare_s:.0f} s / {st.run_s:.0f} s",
                       str(st.path or "") + (f"\n{st.reason}" if st.reason else ""))
     return steps
 
 
-class _VersionPlan:
-    """Bisect over the installed builds of one kind, ordered by version."""
+def _ids(values: Sequence[str] | None) -> list[str]:
+    """``--bug a,b --bug c`` -> ``["a", "b", "c"]``."""
+    from .matrix import split_list
 
-    what, unit, sequence, prepare = "installed builds", "versions", None, None
-
-    def __init__(self, items):
-        self.items = items
-        self.first_label = items[0].label
-
-    def describe(self, item) -> str:
-        return item if isinstance(item, str) else f"{item.label} {item.version}"
-
-    def record(self, found) -> dict:
-        return {}
-
-    def conclusion(self, found) -> str:
-        return (f"first version failing the gate: [bold red]{found.first_bad}[/] "
-                f"({found.runs.get(found.first_bad)}); last passing: [bold green]{found.last_good}[/] "
-                f"({found.runs.get(found.last_good)})")
+    return split_list(values or [])
 
 
-def _version_plan(args: argparse.Namespace, kind: str, arch: str) -> _VersionPlan:
-    from . import matrix
+def _check_aim(args: argparse.Namespace) -> None:
+    """Unknown ids of --bug/--allow (and a --bug that explains no check) stop a command before it runs."""
+    from analysis.findings import check_ids, checks_of
 
-    builds = [i for i in matrix.usable_installations() if i.kind == kind and i.arch == arch]
-    if len(builds) < 2:
-        have = ", ".join(f"{i.label} ({i.version})" for i in builds) or "none"
-        raise UsageError(f"bisect needs two or more installed {kind} builds for {arch} (have: {have}): "
-                         f"list them in units.toml (see `restartbench targets`), or bisect commits "
-                         f"with --source")
     try:
-        return _VersionPlan(matrix.order_versions(builds))
-    except matrix.MatrixInputError as exc:
+        check_ids(_ids(getattr(args, "bug", None)), "--bug")
+        check_ids(_ids(getattr(args, "allow", None)), "--allow")
+    except ValueError as exc:
         raise UsageError(str(exc)) from None
-
-
-class _CommitPlan:
-    """Bisect over commits of a Unit source along first-parent history, building each probed one."""
-
-    unit = "commits"
-
-    def __init__(self, src, sequence: list[str], flavor: str, arch: str, good_is_older: bool):
-        from .hosts.unit import build as unitbuild
-
-        self.src, self.flavor, self.arch, self.good_is_older = src, flavor, arch, good_is_older
-        self.what = f"{flavor} commits of {src.spec}"
-        self.commits = {c[:10]: c for c in sequence}
-        self.sequence = [c[:10] for c in sequence]
-        self.subjects = {c[:10]: unitbuild.subject(src, c) for c in sequence}
-        self.first_label = "unit"
-
-    def prepare(self, short: str):
-        from .hosts.unit import build as unitbuild, discovery as units
-
-        built = unitbuild.build(self.commits[short], source=self.src.spec, flavor=self.flavor, arch=self.arch,
-                                say=lambda s: errors.print(s, markup=False, highlight=False))
-        return units.installation_of(built)
-
-    def describe(self, short: str) -> str:
-        return f"{short} {self.subjects.get(short, '')[:56]}"
-
-    def changed_at(self, found) -> tuple[str, str]:
-        """The commit whose verdict differs from its first parent's, and that verdict."""
-        # ``order`` runs from good to bad; history runs oldest first: when good is the older end, the
-        # change is the first bad commit (a regression), otherwise the last good one (a fix)
-        return (found.first_bad, "fail") if self.good_is_older else (found.last_good, "pass")
-
-    def record(self, found) -> dict:
-        rec = {"source": self.src.spec, "flavor": self.flavor, "direction": "regression" if self.good_is_older
-               else "fix", "commits": {k: {"commit": v, "subject": self.subjects[k]} for k, v in self.commits.items()}}
-        if found.found:
-            short, verdict = self.changed_at(found)
-            rec["changed_at"] = {"commit": self.commits[short], "subject": self.subjects[short], "verdict": verdict}
-        return rec
-
-    def conclusion(self, found) -> str:
-        short, verdict = self.changed_at(found)
-        kind = "first commit failing the gate (regression)" if verdict == "fail" else \
-            "first commit passing the gate (the fix)"
-        return f"{kind}: [bold]{self.commits[short]}[/] {self.subjects[short]}"
-
-
-def _commit_plan(args: argparse.Namespace, arch: str) -> _CommitPlan:
-    from .hosts.unit import build as unitbuild
-
-    src = unitbuild.open_source(args.source, args.flavor, log=lambda s: errors.print(s, markup=False))
-    good, bad = unitbuild.resolve_rev(src, args.good), unitbuild.resolve_rev(src, args.bad)
-    if good == bad:
-        raise UsageError(f"--good {args.good} and --bad {args.bad} are the same commit ({good[:10]})")
-    if unitbuild.is_ancestor(src, good, bad):
-        seq, good_is_older = unitbuild.first_parent(src, good, bad), True
-    elif unitbuild.is_ancestor(src, bad, good):
-        seq, good_is_older = unitbuild.first_parent(src, bad, good)[::-1], False
-    else:
-        raise UsageError(f"--good {args.good} and --bad {args.bad} are not on one line of history (neither "
-                         f"is an ancestor of the other): bisect between a commit and a later one")
-    return _CommitPlan(src, seq, args.flavor, arch, good_is_older)
+    for fid in _ids(getattr(args, "bug", None)):
+        if not checks_of(fid):
+            raise UsageError(f"--bug {fid} explains no gate check (it is listed with its rate, never judged): "
+                             f"ask about a finding that fails a check")
 
 
 def cmd_explore(args: argparse.Namespace) -> int:
@@ -770,6 +726,7 @@ def cmd_explore(args: argparse.Namespace) -> int:
     from . import explore
 
     limits = _gate_limits(args.gate or "default")
+    _check_aim(args)
     try:
         inst = installations.resolve(args.target, args.arch)
     except installations.InstallationError as exc:
@@ -781,7 +738,8 @@ def cmd_explore(args: argparse.Namespace) -> int:
     console.print(f"[bold]explore[/] {inst.label} {inst.version} ({inst.arch}) for {args.budget:g} s, seed "
                   f"{args.seed} -> {out}", highlight=False)
     found = explore.explore(inst.label, args.budget, out, seed=args.seed, arch=inst.arch, limits=limits,
-                            installation=inst, report=lambda line: console.print(line, markup=False,
+                            installation=inst, bugs=tuple(_ids(args.bug)), allow=tuple(_ids(args.allow)),
+                            report=lambda line: console.print(line, markup=False,
                                                                                   highlight=False))
     console.print((out / "report.md").read_text().split("| # |")[0].strip(), markup=False, highlight=False)
     console.print(f"explore record: {out / 'explore.json'}")

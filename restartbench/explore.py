@@ -161,7 +161,7 @@ class Trial:
     purpose: str                          # explore | confirm | shrink | final
     verdict: str                          # pass | fail | skip (the run could not be judged)
     failed_checks: list[str] = field(default_factory=list)
-    known_bugs: list[str] = field(default_factory=list)
+    findings: list[str] = field(default_factory=list)
     path: str = ""
     reason: str = ""
     wall_s: float = 0.0
@@ -206,13 +206,14 @@ class Exploration:
                 "failing": self.failing.describe() if self.failing else None,
                 "minimal": self.minimal.describe() if self.minimal else None,
                 "minimal_failed_checks": last.failed_checks if last else [],
-                "minimal_known_bugs": last.known_bugs if last else [],
+                "minimal_findings": last.findings if last else [],
                 "flaky": [p.describe() for p in self.flaky], "coverage": self.coverage(),
                 "trials": [t.describe() for t in self.trials]}
 
 
 def explore(target: str, budget_s: float, out: Path, *, seed: int = 0, arch: str | None = None,
-            limits: dict | None = None, installation=None,
+            limits: dict | None = None, installation=None, bugs: tuple[str, ...] = (),
+            allow: tuple[str, ...] = (),
             report: Callable[[str], None] = lambda line: None,
             judge: Callable[[RunOutcome], tuple[str, list[str], list[str], str]] | None = None,
             runner: Callable[[RunConfig], RunOutcome] = run,
@@ -223,7 +224,7 @@ def explore(target: str, budget_s: float, out: Path, *, seed: int = 0, arch: str
     out.mkdir(parents=True, exist_ok=True)
     found = Exploration(target, seed, budget_s)
     t0 = clock()
-    judge = judge or gate_judge(limits)
+    judge = judge or gate_judge(limits, bugs, allow)
     host = hosts.of(installation) if installation is not None else hosts.split(target)[0]
     left = lambda: budget_s - (clock() - t0)                   # noqa: E731
 
@@ -244,7 +245,7 @@ def explore(target: str, budget_s: float, out: Path, *, seed: int = 0, arch: str
         tr.wall_s = round(clock() - t, 1)
         found.trials.append(tr)
         report(f"         {tr.verdict}" + (f": {', '.join(tr.failed_checks)}" if tr.failed_checks else "")
-               + (f" — known: {', '.join(tr.known_bugs)}" if tr.known_bugs else "")
+               + (f" — findings: {', '.join(tr.findings)}" if tr.findings else "")
                + (f" ({tr.reason})" if tr.reason and tr.verdict == "skip" else "") + f" [{tr.wall_s:.0f} s]")
         return tr
 
@@ -289,18 +290,22 @@ def shrink(plan: Plan, trial: Callable[[Plan, str], Trial], left: Callable[[], f
     return best
 
 
-def gate_judge(limits: dict | None):
-    """Judge a run with the gate: (verdict, failed checks, known bugs, reason)."""
+def gate_judge(limits: dict | None, bugs: tuple[str, ...] = (), allow: tuple[str, ...] = ()):
+    """Judge a run with the gate (aimed at ``bugs``, ``allow`` passing): (verdict, failed checks, its
+    findings, reason)."""
     import analysis
 
     def judge(outcome: RunOutcome) -> tuple[str, list[str], list[str], str]:
         if outcome.status != "complete":
             return "skip", [], [], outcome.meta.get("reason", "") or outcome.status
         r = results.read_run(outcome.path)
-        verdict = analysis.evaluate([r], limits)
-        bugs = [b["id"] for bugs in verdict.known.values() for b in bugs]
+        try:
+            verdict = analysis.evaluate([r], limits, bugs=bugs, allow=allow)
+        except analysis.GateInputError as exc:          # this plan cannot show the asked finding
+            return "skip", [], [], str(exc)
+        found = [f.id for fs in verdict.findings.values() for f in fs]
         checks = list(dict.fromkeys(row.check for row in verdict.failures()))
-        return ("pass" if verdict.passed else "fail"), checks, bugs, ""
+        return ("pass" if verdict.passed else "fail"), checks, found, ""
     return judge
 
 
@@ -311,7 +316,7 @@ def write(found: Exploration, out: Path) -> None:
         d = found.describe()
         comment = (f"found by `restartbench explore --target {found.target} --seed {found.seed}`\n"
                    f"fails the gate: {', '.join(d['minimal_failed_checks']) or '?'}\n"
-                   f"known bugs: {', '.join(d['minimal_known_bugs']) or 'no known signature'}\n"
+                   f"findings: {', '.join(d['minimal_findings']) or 'none'}\n"
                    f"replay: restartbench run --target {found.target} --scenario {out / 'minimal.toml'} --gate")
         results.write_atomic(out / "minimal.toml", found.minimal.to_toml(comment))
     results.write_atomic(out / "report.md", report_text(found, out))
@@ -332,14 +337,14 @@ def report_text(found: Exploration, out: Path) -> str:
     if found.minimal is not None:
         lines += [f"**failing plan**: {found.failing.label()}", f"**minimal failing plan**: {found.minimal.label()}",
                   f"fails: {', '.join(d['minimal_failed_checks'])}",
-                  f"known bugs: {', '.join(d['minimal_known_bugs']) or 'no known signature'}",
+                  f"findings: {', '.join(d['minimal_findings']) or 'none'}",
                   f"replay: `restartbench run --target {found.target} --scenario {out / 'minimal.toml'} --gate`", ""]
     else:
         lines += ["nothing failed the gate within the budget" + (" (stopped early)" if found.stopped else ""), ""]
     if found.flaky:
         lines += ["failed once, passed on the re-run (flaky, not pursued):"] + [f"- {p.label()}" for p in found.flaky] + [""]
-    lines += ["| # | purpose | plan | verdict | failed checks | known bugs | s | run |", "|---|---|---|---|---|---|---|---|"]
+    lines += ["| # | purpose | plan | verdict | failed checks | findings | s | run |", "|---|---|---|---|---|---|---|---|"]
     for n, t in enumerate(found.trials, 1):
         lines.append(f"| {n} | {t.purpose} | {t.plan.label()} | {t.verdict} | {', '.join(t.failed_checks) or t.reason} "
-                     f"| {', '.join(t.known_bugs)} | {t.wall_s:.0f} | {Path(t.path).name if t.path else ''} |")
+                     f"| {', '.join(t.findings)} | {t.wall_s:.0f} | {Path(t.path).name if t.path else ''} |")
     return "\n".join(lines) + "\n"

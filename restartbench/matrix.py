@@ -1,14 +1,11 @@
 """Many runs from one request: every selected host version x architecture x scenario, one after
-another, then one comparison and one gate verdict over the set; and a bisect over installed versions.
+another, then one comparison and one gate verdict over the set (bisect is ``restartbench.bisect``).
 
     cs = cells(["wasmtime", "unit@1.32.0"], ["x86_64", "arm64"], ["periodic-restart"])
     result = run_matrix(cs, RunConfig(load=LoadSpec(users=10)), report=print)
     result.table          # analysis.compare_table over the cells' runs (one row per version/arch)
     result.verdict        # analysis.evaluate over the same runs
     result.exit_code      # 0 all pass, 1 a gate check failed, 3 a cell failed
-
-    found = bisect("1.32.1", "1.32.0", unit_builds, run_cell, judge)
-    found.first_bad, found.last_good, found.runs
 
 Each cell is an ordinary ``restartbench.run.run`` with its own results directory. A cell that cannot
 run (its build is missing for that arch, the host cannot do the scenario, the host never came up)
@@ -39,17 +36,6 @@ class MatrixInputError(ValueError):
     """A selection that cannot be a matrix (unknown host kind, no cells, unknown version)."""
 
 
-def _item_version(item: Any) -> str:
-    return str(getattr(item, "version", item))
-
-
-def _item_names(item: Any) -> set[str]:
-    """What a user may call an item: its name and its version (``unit@1.32.0`` -> ``1.32.0`` too)."""
-    if isinstance(item, Installation):
-        return {item.name, item.version, item.label}
-    return {str(item)}
-
-
 # -- cells --------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -62,6 +48,7 @@ class Cell:
     scenario: Scenario
     installation: Installation | None = None
     error: str = ""
+    control: str = ""                   # a control of the foreign-arch cell before it: native | emulated
 
     @property
     def kind(self) -> str:
@@ -88,11 +75,11 @@ class Cell:
         name = self.installation.label if self.installation else self.target
         version = f" {self.version}" if self.version and self.version not in name else ""
         return (f"{name}{version} {self.arch}{' (emulated)' if self.emulated else ''} · "
-                f"{self.scenario.name}")
+                f"{self.scenario.name}" + (f" · control ({self.control.partition(':')[0]})" if self.control else ""))
 
     def describe(self) -> dict[str, Any]:
         return {"target": self.target, "arch": self.arch, "scenario": self.scenario.name,
-                "version": self.version, "emulated": self.emulated, "error": self.error,
+                "version": self.version, "emulated": self.emulated, "error": self.error, "control": self.control,
                 "installation": self.installation.describe() if self.installation else None}
 
 
@@ -294,12 +281,17 @@ def cell_config(cell: Cell, base: RunConfig, run_id: str | None = None) -> tuple
 
 def run_matrix(cell_list: Sequence[Cell], base_config: RunConfig,
                report: Callable[[MatrixEvent], None] | None = None, *, limits: dict | None = None,
-               out_dir: Path | None = None, html: bool = False) -> MatrixResult:
+               out_dir: Path | None = None, html: bool = False, controls: bool = True,
+               bugs: Sequence[str] = (), allow: Sequence[str] = (),
+               say: Callable[[str], None] = lambda s: None) -> MatrixResult:
     """Run every cell one after another (each its own run dir under ``base_config.results_root``),
     then compare the complete runs and gate them together (``limits``: analysis.load_limits(); None =
     the defaults). Writes ``matrix.json`` and ``compare.csv`` (and ``report.html`` if ``html``) into
     ``out_dir`` (default ``<results_root>/matrix-<time>-<id>/``). A failing cell is recorded and the
-    others still run; a signal (Ctrl-C, SIGTERM) stops the matrix after the current run's teardown."""
+    others still run; a signal (Ctrl-C, SIGTERM) stops the matrix after the current run's teardown.
+    A foreign-arch cell is followed by its ``controls`` (``restartbench.controls``: the same revision for
+    this machine, native and emulated), which the verdict uses to tell arch effects from the emulator's;
+    ``bugs``/``allow`` aim the verdict (``analysis.gate.Aim``)."""
     import analysis
 
     report = report or (lambda e: None)
@@ -308,8 +300,13 @@ def run_matrix(cell_list: Sequence[Cell], base_config: RunConfig,
     out = Path(out_dir) if out_dir else Path(base_config.results_root) / f"matrix-{stamp}-{uuid.uuid4().hex[:4]}"
     result = MatrixResult(results=[], path=out)
     total = len(cell_list)
+    cell_list = list(cell_list)
     with interruptible():                          # a signal between two cells stops the matrix too
-        for n, cell in enumerate(cell_list, 1):
+        n = 0
+        while n < len(cell_list):
+            cell = cell_list[n]
+            n += 1
+            total = len(cell_list)
             if result.interrupted:
                 result.results.append(CellResult(cell, "not run",
                                                  reason=f"matrix interrupted ({result.interrupted})"))
@@ -327,6 +324,8 @@ def run_matrix(cell_list: Sequence[Cell], base_config: RunConfig,
                 result.interrupted = res.reason.split(":")[0] or "interrupted"
             result.results.append(res)
             report(MatrixEvent(n, total, cell, "done", result=res))
+            if controls and res.ok and cell.installation is not None and not cell.control:
+                cell_list[n:n] = _control_cells(cell, res, say)
 
     done = [r for r in result.results if r.ok]
     opened = []
@@ -338,15 +337,33 @@ def run_matrix(cell_list: Sequence[Cell], base_config: RunConfig,
     done = [analysis.analyze(run) for run in opened]      # once: the table, the verdict and the report
     if done:
         result.table = analysis.compare_table(done)
-        result.verdict = analysis.evaluate(done, limits)
+        result.verdict = analysis.evaluate(done, limits, bugs=bugs, allow=allow)   # controls pair by run.json
     result.wall_s = time.monotonic() - t_start
     _save(result, done, html)
     return result
 
 
+def _control_cells(cell: Cell, done: CellResult, say: Callable[[str], None]) -> list[Cell]:
+    """The controls of a foreign-arch cell just run (none for a native cell, or when none can be had)."""
+    from . import controls
+
+    if not controls.needs_control(cell.installation):
+        return []
+    try:
+        builds = controls.control_installations(cell.installation, say)
+    except InstallationError as exc:
+        say(f"no emulation control for {cell.label}: {exc}")
+        return []
+    return [Cell(inst.label, inst.arch, cell.scenario, inst, control=f"{kind}:{done.path.name}")
+            for kind, inst in builds]
+
+
 def _run_cell(cell: Cell, base: RunConfig, run_id: str | None, progress) -> CellResult:
     try:
         cfg, dropped = cell_config(cell, base, run_id)
+        if cell.control:
+            kind, _, of = cell.control.partition(":")
+            cfg = dataclasses.replace(cfg, control={"of": of, "kind": kind}, run_id=f"{of}-control-{kind}")
         outcome: RunOutcome = run(cfg, report=progress)
     except (ConfigError, scenarios.ScenarioError, InstallationError, tools.ToolMissing) as exc:
         return CellResult(cell, "failed", reason=f"cannot run: {exc}")
@@ -370,201 +387,3 @@ def _save(result: MatrixResult, opened: list, html: bool) -> None:
         if html:
             analysis.write_report(opened, out / "report.html", gate=result.verdict)
     results.write_json(out / "matrix.json", result.describe())
-
-
-# -- bisect -------------------------------------------------------------------------------------
-
-@dataclass
-class BisectStep:
-    version: str
-    verdict: str                        # pass | fail | skip (the run could not be judged)
-    path: Path | None = None
-    reason: str = ""
-    votes: list[str] = field(default_factory=list)     # each run's verdict, in order
-    paths: list[Path] = field(default_factory=list)    # each run's directory
-    failed_checks: list[str] = field(default_factory=list)
-    prepare_s: float = 0.0              # building the revision (commit bisect), 0 for installed ones
-    run_s: float = 0.0
-
-
-@dataclass
-class BisectResult:
-    """``first_bad``: the failing version next to the boundary, counted from ``good`` toward ``bad``
-    (good older than bad: the first release that regressed; good newer: the last release before the
-    fix). ``last_good``: the passing version on the other side. ``candidates``: when runs that could
-    not be judged leave the boundary open, the versions that may be ``first_bad``."""
-
-    good: str
-    bad: str
-    order: list[str]                                   # versions from good to bad
-    steps: list[BisectStep] = field(default_factory=list)
-    first_bad: str | None = None
-    last_good: str | None = None
-    candidates: list[str] = field(default_factory=list)
-    error: str = ""                                    # the endpoints do not hold as stated
-    runs_failed: bool = False                          # ...because a run could not be judged
-    repeat: int = 1
-
-    @property
-    def found(self) -> bool:
-        return self.first_bad is not None and not self.error
-
-    def step(self, version: str) -> BisectStep | None:
-        return next((s for s in reversed(self.steps) if s.version == version and s.verdict != "skip"), None)
-
-    @property
-    def runs(self) -> dict[str, Path | None]:
-        """The run dirs that show the boundary: last good and first bad."""
-        out = {}
-        for v in (self.last_good, self.first_bad):
-            s = self.step(v) if v else None
-            if s is not None:
-                out[v] = s.path
-        return out
-
-    @property
-    def exit_code(self) -> int:
-        """0 boundary found, 1 the endpoints' verdicts contradict good/bad, 3 runs failed so it is open."""
-        if self.error:
-            return 3 if self.runs_failed else 1
-        return 0 if self.found else 3
-
-    def describe(self) -> dict[str, Any]:
-        return {"good": self.good, "bad": self.bad, "order": self.order, "first_bad": self.first_bad,
-                "last_good": self.last_good, "candidates": self.candidates, "error": self.error,
-                "repeat": self.repeat,
-                "steps": [{**dataclasses.asdict(s), "path": str(s.path) if s.path else None,
-                           "paths": [str(p) for p in s.paths]} for s in self.steps],
-                "runs": {k: str(v) if v else None for k, v in self.runs.items()}}
-
-
-def order_versions(items: Iterable[Any]) -> list[Any]:
-    """``items`` (Installations or version strings) in version order; two of one version: an error."""
-    items = sorted(items, key=lambda i: version_key(_item_version(i)))
-    versions = [_item_version(i) for i in items]
-    dup = sorted({v for v in versions if versions.count(v) > 1})
-    if dup:
-        raise MatrixInputError(f"several builds of version {', '.join(dup)}: bisect one arch/flavor at a time")
-    return items
-
-
-def bisect(good: str, bad: str, versions: Sequence[Any], run_cell: Callable[[Any], Any],
-           judge: Callable[[Any], Any], *, verify_endpoints: bool = True,
-           report: Callable[[str, Any, BisectStep | None], None] | None = None,
-           repeat: int = 1) -> BisectResult:
-    """Binary search between ``good`` and ``bad`` over ``versions`` (Installations or version
-    strings; sorted here by version) for the first version that fails (see ``search``)."""
-    items = order_versions(versions)
-
-    def find(name: str) -> int:
-        for n, item in enumerate(items):
-            if name in _item_names(item):
-                return n
-        have = ", ".join(_item_version(i) for i in items) or "none"
-        raise MatrixInputError(f"version {name!r} is not installed (have: {have})")
-
-    gi, bi = find(good), find(bad)
-    if gi == bi:
-        raise MatrixInputError(f"--good and --bad name the same build ({_item_version(items[gi])})")
-    seq = items[gi:bi + 1] if gi < bi else items[bi:gi + 1][::-1]         # from good to bad
-    return search(good, bad, seq, run_cell, judge, verify_endpoints=verify_endpoints, report=report,
-                  repeat=repeat)
-
-
-def search(good: str, bad: str, seq: Sequence[Any], run_cell: Callable[[Any], Any],
-           judge: Callable[[Any], Any], *, verify_endpoints: bool = True,
-           report: Callable[[str, Any, BisectStep | None], None] | None = None, repeat: int = 1,
-           prepare: Callable[[Any], Any] | None = None) -> BisectResult:
-    """Binary search along ``seq`` (ordered from the good end to the bad end) for the boundary.
-
-    ``prepare(item)`` (optional) makes an item runnable (builds a commit) and returns what
-    ``run_cell`` takes; ``run_cell(x)`` performs a run (e.g. returns a RunOutcome);
-    ``judge(outcome)`` says True (passes the gate), False (fails) or None (cannot tell: the run
-    itself failed), or a pair (that, [failed check names]). Each item is run until one verdict holds
-    a majority of ``repeat`` runs, so one noisy run cannot steer the search; an item without a
-    majority of judged runs (or that cannot be prepared) is skipped, as ``git bisect skip``. The
-    endpoints are run too unless ``verify_endpoints`` is False; if good fails or bad passes,
-    ``error`` says so. ``report(what, item, step)`` is called before (``step`` None) and after each item."""
-    report = report or (lambda what, item, step: None)
-    need = repeat // 2 + 1
-    res = BisectResult(good, bad, [_item_version(i) for i in seq], repeat=repeat)
-
-    def probe(i: int) -> str:
-        item = seq[i]
-        report("run", item, None)
-        step = BisectStep(_item_version(item), "skip")
-        t0 = time.monotonic()
-        try:
-            runnable = prepare(item) if prepare is not None else item
-        except (Interrupted, KeyboardInterrupt):
-            raise
-        except Exception as exc:                 # e.g. a revision that does not build: skip it
-            runnable, step.reason = None, f"{type(exc).__name__}: {exc}"
-        step.prepare_s = round(time.monotonic() - t0, 1)
-        t1 = time.monotonic()
-        while runnable is not None and len(step.votes) < repeat:
-            path, reason, checks = None, "", []
-            try:
-                outcome = run_cell(runnable)
-                path = getattr(outcome, "path", None)
-                verdict = judge(outcome)
-                if isinstance(verdict, tuple):
-                    verdict, checks = verdict
-                if verdict is None:
-                    reason = (getattr(outcome, "meta", {}) or {}).get("reason", "") or "could not be judged"
-            except (Interrupted, KeyboardInterrupt):
-                raise
-            except Exception as exc:             # a run that could not even start
-                verdict, reason = None, f"{type(exc).__name__}: {exc}"
-            vote = "skip" if verdict is None else ("pass" if verdict else "fail")
-            step.votes.append(vote)
-            if path:
-                step.paths.append(Path(path))
-            step.failed_checks += [c for c in checks if c not in step.failed_checks]
-            step.reason = step.reason or reason
-            if step.votes.count("pass") >= need or step.votes.count("fail") >= need:
-                break
-            if step.votes.count("skip") > repeat - need:         # a majority is out of reach
-                break
-        step.run_s = round(time.monotonic() - t1, 1)
-        for v in ("pass", "fail"):
-            if step.votes.count(v) >= need:
-                step.verdict = v
-        if step.verdict != "skip":
-            step.path = next((p for p, v in zip(step.paths, [x for x in step.votes if x != "skip"])
-                              if v == step.verdict), step.paths[0] if step.paths else None)
-            step.reason = "" if len(set(step.votes)) == 1 else step.reason
-        res.steps.append(step)
-        report("done", item, step)
-        return step.verdict
-
-    lo, hi = 0, len(seq) - 1
-    if verify_endpoints:
-        for i, which, expect, wrong in ((lo, "good", "pass", "fails the gate"),
-                                        (hi, "bad", "fail", "passes the gate")):
-            v = probe(i)
-            res.runs_failed = v == "skip"
-            if v != expect:
-                res.error = (f"the {which} version {res.order[i]} " + (wrong if v != "skip" else
-                             f"could not be judged ({res.steps[-1].reason})") + ": nothing to bisect")
-                return res
-    skipped: set[int] = set()
-    while True:
-        open_ = [i for i in range(lo + 1, hi) if i not in skipped]
-        if not open_:
-            break
-        mid = (lo + hi) / 2
-        i = min(open_, key=lambda k: (abs(k - mid), k))
-        v = probe(i)
-        if v == "pass":
-            lo = i
-        elif v == "fail":
-            hi = i
-        else:
-            skipped.add(i)
-    if any(lo < i < hi for i in skipped):
-        res.candidates = [res.order[i] for i in range(lo + 1, hi + 1)]
-        res.last_good = res.order[lo]
-    else:
-        res.first_bad, res.last_good = res.order[hi], res.order[lo]
-    return res

@@ -77,6 +77,7 @@ class RunConfig:
     keep: bool = False                            # keep the temp dir (host state, sockets, logs)
     target_options: dict[str, Any] = field(default_factory=dict)   # the host's Options (fields by name)
     installation: Installation | None = None      # resolved from target/arch when None
+    control: dict[str, str] | None = None         # a control run: {"of": run id, "kind": native|emulated}
 
     def resolve(self) -> Installation:
         if self.installation is None:
@@ -498,6 +499,7 @@ def _metadata(config: RunConfig, installation: Installation, run_id: str) -> dic
         "tools": tool_versions(installation),
         "findings": [],
         "survivors": [],
+        **({"control": dict(config.control)} if config.control else {}),
     }
 
 

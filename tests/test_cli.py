@@ -131,6 +131,8 @@ def test_a_run_is_analysed_once_for_its_tables_summary_gate_and_report(tmp_path,
     assert len(calls) == 1, calls
     assert code == 1 and "router" in out                           # that run's router crashed: the gate fails
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["summary_format"] == 4 and summary["host_checks"]["host"] == "unit"
+    assert summary["summary_format"] == 5 and summary["host_checks"]["host"] == "unit"
+    router = next(f for f in summary["findings"] if f["id"] == "unit-router-crash-on-reconfigure")
+    assert router["kind"] == "known" and router["failing"] == ["crashes while serving"] and router["per"] == "restart"
     assert "unit-router-crash-on-reconfigure" in (run_dir / "report.html").read_text()
     assert cli.main(["summary", str(run_dir)]) == 0 and len(calls) == 2   # one more command, one more

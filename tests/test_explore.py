@@ -86,7 +86,7 @@ def test_explore_finds_confirms_and_shrinks_to_a_minimal_plan(tmp_path):
     rec = json.loads((tmp_path / "out" / "explore.json").read_text())
     assert rec["found"] and rec["minimal"]["kinds"] == ["config"] and rec["minimal_failed_checks"] == ["lingering"]
     text = (tmp_path / "out" / "minimal.toml").read_text()
-    assert "fails the gate: lingering" in text and "known bugs: some-bug" in text
+    assert "fails the gate: lingering" in text and "findings: some-bug" in text
     assert scenarios.load(tmp_path / "out" / "minimal.toml").actions == ["config"]
     assert "minimal failing plan" in (tmp_path / "out" / "report.md").read_text()
     # same seed, same search

@@ -207,6 +207,7 @@ def test_real_build_runs_a_short_scenario(built_1_32_1, tmp_path):
 
 
 @pytest.mark.unit
+@pytest.mark.slow                      # a 12-minute cold build is a benchmark's cost, not a test's: -m slow
 @pytest.mark.timeout(3600)
 def test_cross_build_for_arm64_runs_under_qemu():
     """1.32.1 cross-built for aarch64 on this x86_64 machine (once per machine: ~12 min cold), its

@@ -3,6 +3,8 @@ known verdicts (a failing cell does not stop the others), bisect over versions, 
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import os
 from pathlib import Path
@@ -14,7 +16,9 @@ from restartbench import arches
 from restartbench import cli, installations, matrix, scenarios, tools
 from restartbench.installations import InstallationError
 from restartbench.hosts.base import version_key
-from restartbench.matrix import Cell, MatrixInputError, bisect, cells, run_matrix, search
+from restartbench.matrix import Cell, MatrixInputError, cells, run_matrix
+from restartbench import bisect as bisect_mod
+from restartbench.bisect import BisectInputError, bisect, search
 from restartbench.run import ConfigError, RunConfig, RunOutcome
 from restartbench.hosts.base import Installation
 
@@ -148,7 +152,7 @@ def fake_run(tmp_path, bad_versions=(), failing=()):
     def run(config, report=None):
         inst = config.installation
         calls.append((inst.version, inst.arch))
-        run_id = f"{inst.kind}-{inst.version}-{inst.arch}-{config.scenario.name}-{len(calls)}"
+        run_id = config.run_id or f"{inst.kind}-{inst.version}-{inst.arch}-{config.scenario.name}-{len(calls)}"
         target = {"kind": inst.kind, "name": inst.name, "version": inst.version, "arch": inst.arch,
                   "emulated": inst.emulated, "runner": list(inst.runner)}
         if report:
@@ -160,7 +164,8 @@ def fake_run(tmp_path, bad_versions=(), failing=()):
         lingering = {0, 1, 2} if inst.version in bad_versions else set()
         r = write_run(config.results_root, run_id, requests=requests_frame(), restarts=restarts_frame(TIMES),
                       processes=Tree(TIMES, lingering_generations=lingering).frame(), target=target,
-                      scenario={"name": config.scenario.name, "restart_count": 3})
+                      scenario={"name": config.scenario.name, "restart_count": 3},
+                      meta={"control": config.control} if config.control else None)
         return RunOutcome(r.path, "complete", r.meta)
 
     run.calls = calls
@@ -172,7 +177,7 @@ def test_run_matrix_failing_cell_does_not_stop_the_others(tmp_path, monkeypatch,
     monkeypatch.setattr(matrix, "run", fake)
     cs = cells("unit@1.32.0,unit@1.32.1,unit@1.33.0", f"{HOST},{FOREIGN}", None, registry=registry)
     events = []
-    result = run_matrix(cs, RunConfig(results_root=tmp_path), report=events.append, html=True)
+    result = run_matrix(cs, RunConfig(results_root=tmp_path), report=events.append, html=True, controls=False)
     assert fake.calls == [("1.32.0", HOST), ("1.32.0", FOREIGN), ("1.32.1", HOST), ("1.33.0", HOST)]
     status = [(r.cell.version, r.cell.arch, r.status) for r in result.results]
     assert status == [("1.32.0", HOST, "complete"), ("1.32.0", FOREIGN, "complete"),
@@ -334,11 +339,11 @@ def test_bisect_skips_runs_that_cannot_be_judged():
 
 
 def test_bisect_input_errors():
-    with pytest.raises(MatrixInputError, match=r"version '1.99.0' is not installed \(have: 1.20.0"):
+    with pytest.raises(BisectInputError, match=r"version '1.99.0' is not installed \(have: 1.20.0"):
         bisect("1.20.0", "1.99.0", VERSIONS, fake_cell([]), judge_by(first_bad_from="1.28.0"))
-    with pytest.raises(MatrixInputError, match="same build"):
+    with pytest.raises(BisectInputError, match="same build"):
         bisect("1.20.0", "1.20.0", VERSIONS, fake_cell([]), judge_by(first_bad_from="1.28.0"))
-    with pytest.raises(MatrixInputError, match="several builds of version 1.20.0"):
+    with pytest.raises(BisectInputError, match="several builds of version 1.20.0"):
         bisect("1.20.0", "1.21.0", VERSIONS + ["1.20.0"], fake_cell([]), judge_by(first_bad_from="1.21.0"))
 
 
@@ -375,8 +380,33 @@ def test_cli_bad_input_exits_2(capsys, tmp_path):
     assert "--bad" in capsys.readouterr().err
 
 
+def test_run_matrix_follows_a_foreign_cell_with_its_controls(tmp_path, monkeypatch, registry):
+    """A foreign-arch cell is followed by its native and emulated controls (same scenario), which the
+    verdict pairs with it by run.json and does not judge themselves."""
+    from restartbench import controls
+
+    fake = fake_run(tmp_path, bad_versions={"1.32.0"})
+    monkeypatch.setattr(matrix, "run", fake)
+    native = next(i for i in registry if i.version == "1.32.0" and i.arch == HOST)
+    monkeypatch.setattr(controls, "control_installations", lambda inst, say=None: [
+        ("native", native), ("emulated", dataclasses.replace(native, runner=("qemu",)))])
+    cs = cells("unit@1.32.0", FOREIGN, None, registry=registry)
+    result = run_matrix(cs, RunConfig(results_root=tmp_path))
+    assert fake.calls == [("1.32.0", FOREIGN), ("1.32.0", HOST), ("1.32.0", HOST)]
+    foreign, *ctrl = result.results
+    assert [r.cell.control.partition(":") for r in ctrl] == [("native", ":", foreign.path.name),
+                                                             ("emulated", ":", foreign.path.name)]
+    metas = [json.loads((r.path / "run.json").read_text()) for r in ctrl]
+    assert [m["control"] for m in metas] == [{"of": foreign.path.name, "kind": "native"},
+                                             {"of": foreign.path.name, "kind": "emulated"}]
+    assert result.verdict.controls == {foreign.path.name: [r.path.name for r in ctrl]}
+    assert {f.scope for f in result.verdict.rows} == {foreign.path.name}          # controls are not judged
+    # the lingering is the build's: the native control shows it too
+    assert set(result.verdict.effects[foreign.path.name].values()) == {"build"} and not result.verdict.passed
+
+
 def test_cli_bisect_needs_two_builds(capsys, monkeypatch):
-    monkeypatch.setattr(matrix, "usable_installations", lambda: [])
+    monkeypatch.setattr(installations, "usable", lambda: [])
     assert cli.main(["bisect", "--good", "1.32.1", "--bad", "1.32.0"]) == 2
     assert "bisect needs two or more installed unit builds" in capsys.readouterr().err
 
@@ -427,26 +457,38 @@ def test_cli_bisect_on_known_verdicts(tmp_path, monkeypatch, capsys, registry):
     """`restartbench bisect --good 1.32.1 --bad 1.32.0` over registered builds whose runs (stand-ins
     with known verdicts) are judged by the real gate."""
     native = [i for i in registry if i.arch == HOST and i.flavor == "unit"]
-    monkeypatch.setattr(matrix, "usable_installations", lambda: native)
+    monkeypatch.setattr(installations, "usable", lambda: native)
     monkeypatch.setattr(installations, "resolve", lambda spec, arch=None: matrix._lookup(native, spec, arch or HOST))
     fake = fake_run(tmp_path, bad_versions={"1.32.0"})
-    monkeypatch.setattr(cli, "run", fake)
+    monkeypatch.setattr(bisect_mod, "run", fake)
     code = cli.main(["bisect", "--good", "1.32.1", "--bad", "1.32.0", "--quiet", "--results-dir", str(tmp_path)])
     out = capsys.readouterr().out
     assert code == 0, out
     # each build runs until 2 of (default) 3 runs agree: twice when they do
     assert fake.calls == [("1.32.1", HOST)] * 2 + [("1.32.0", HOST)] * 2
-    assert "first version failing the gate: 1.32.0" in out and "last passing: 1.32.1" in out
+    assert "first version failing: 1.32.0" in out and "last passing: 1.32.1" in out
+    # no --bug: it said what it bisects on, chosen from what differs between the ends
+    assert "failing in every run at the bad end and in none at the good end" in out and "bisecting on lingering@app" in out
     [record] = tmp_path.glob("bisect-*/bisect.json")
     saved = json.loads(record.read_text())
     assert saved["first_bad"] == "1.32.0" and Path(saved["runs"]["1.32.0"]).is_dir()
-    # the good end failing the gate: exit 1, said so
-    monkeypatch.setattr(cli, "run", fake_run(tmp_path, bad_versions={"1.32.0", "1.32.1"}))
+    assert saved["target"][0] == "lingering@app"          # (the stand-in's old processes also grow the tree)
+    assert all("lingering@app" in f for f in {s["version"]: s["findings"] for s in saved["steps"]}["1.32.0"])
+    # both ends failing for the same finding: nothing differs, exit 1, said so
+    monkeypatch.setattr(bisect_mod, "run", fake_run(tmp_path, bad_versions={"1.32.0", "1.32.1"}))
     assert cli.main(["bisect", "--good", "1.32.1", "--bad", "1.32.0", "--quiet", "--results-dir",
                      str(tmp_path / "b")]) == 1
+    assert "the bad end shows no finding the good end does not" in capsys.readouterr().out
+    # asked about that finding, the good end failing it is the contradiction
+    assert cli.main(["bisect", "--good", "1.32.1", "--bad", "1.32.0", "--quiet", "--bug", "lingering",
+                     "--results-dir", str(tmp_path / "b2")]) == 1
     assert "good version 1.32.1 fails the gate" in capsys.readouterr().out
+    # an unknown finding: exit 2, one line naming the known ones
+    assert cli.main(["bisect", "--good", "1.32.1", "--bad", "1.32.0", "--quiet", "--bug", "nope",
+                     "--results-dir", str(tmp_path / "b3")]) == 2
+    assert "--bug nope: unknown finding; known bugs: unit-1179-restart-hang" in capsys.readouterr().err
     # its run failing instead: exit 3, the reason shown
-    monkeypatch.setattr(cli, "run", fake_run(tmp_path, failing={"1.32.1"}))
+    monkeypatch.setattr(bisect_mod, "run", fake_run(tmp_path, failing={"1.32.1"}))
     assert cli.main(["bisect", "--good", "1.32.1", "--bad", "1.32.0", "--quiet", "--results-dir",
                      str(tmp_path / "c")]) == 3
     assert "could not be judged (TargetError: host did not come up)" in capsys.readouterr().out
@@ -486,12 +528,12 @@ def test_cli_bisect_commits_along_first_parent_history(tmp_path, monkeypatch, ca
         kind="unit", name=b.commit[:10], executable=tools.wasmtime(), version=b.commit[:10], arch=HOST,
         commit=b.commit))
     fake = fake_run(tmp_path, bad_versions={c[:10] for c in commits[:5]})
-    monkeypatch.setattr(cli, "run", fake)
+    monkeypatch.setattr(bisect_mod, "run", fake)
     code = cli.main(["bisect", "--source", str(repo), "--good", "new", "--bad", "old", "--quiet",
                      "--results-dir", str(tmp_path / "runs")])
     out = capsys.readouterr().out
     assert code == 0, out
-    assert "first commit passing the gate (the fix)" in out and commits[5] in out
+    assert "first commit passing (the fix)" in out and commits[5] in out
     [record] = (tmp_path / "runs").glob("bisect-*/bisect.json")
     saved = json.loads(record.read_text())
     assert saved["direction"] == "fix" and saved["changed_at"]["commit"] == commits[5]
@@ -504,11 +546,11 @@ def test_cli_bisect_commits_along_first_parent_history(tmp_path, monkeypatch, ca
     assert len(built) == len(saved["steps"]) <= 2 + 3                    # the ends, then log2(8) probes
     # a regression (good older than bad): the first failing commit is named
     fake = fake_run(tmp_path, bad_versions={c[:10] for c in commits[3:]})
-    monkeypatch.setattr(cli, "run", fake)
+    monkeypatch.setattr(bisect_mod, "run", fake)
     assert cli.main(["bisect", "--source", str(repo), "--good", "old", "--bad", "new", "--quiet", "--repeat", "1",
                      "--results-dir", str(tmp_path / "runs2")]) == 0
     out = capsys.readouterr().out
-    assert "first commit failing the gate (regression)" in out and commits[3] in out
+    assert "first commit failing (regression)" in out and commits[3] in out
     # revisions not on one line of history: one line, exit 2
     sp.run(["git", "-C", str(repo), "checkout", "-q", "-b", "side", commits[2]], check=True)
     (repo / "g").write_text("x")

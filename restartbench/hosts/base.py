@@ -272,9 +272,13 @@ class Host:
         """The census role of one of this host's processes, from its title (cmdline)."""
         return "main"
 
-    def contains_commit(self, commit: str, fixes: tuple[str, ...]) -> bool | None:
-        """Whether source ``commit`` descends from any of ``fixes`` (None: this host cannot tell)."""
-        return None
+    def control_of(self, installation: Installation, say=lambda s: None) -> Installation:
+        """The same revision as ``installation`` built for this machine's arch: a foreign-arch run's
+        control. Raise InstallationError saying how to get one (default: this host's build of the same
+        name for this machine)."""
+        from ..arches import host_arch
+
+        return self.resolve("" if not self.named else installation.name, host_arch())
 
     def run_checks(self, run: "Run", grace_s: float | None = None) -> dict[str, Any] | None:
         """This host's own checks of a finished run (its log, its status counters), as a JSON-able

@@ -75,11 +75,34 @@ class UnitHost(Host):
 
         return unit_role(title)
 
-    def contains_commit(self, commit: str, fixes: tuple[str, ...]) -> bool | None:
-        """Asked of the builder's source mirrors (None when none of them knows the commits)."""
-        from .build import contains_commit
+    def control_of(self, installation: Installation, say=lambda s: None) -> Installation:
+        """A build of ours: the same commit for this machine (built now when missing, from the source
+        its build.json names); another build: one of the same version and flavor for this machine."""
+        import json
 
-        return contains_commit(commit, fixes)
+        from ...arches import host_arch
+        from ..base import InstallationError
+        from . import build, discovery
+
+        native = host_arch()
+        if installation.commit:
+            flavor = installation.flavor or "unit"
+            built = build.find_built(flavor, installation.commit, native)
+            if built is None:
+                record = json.loads(Path(installation.build_record).read_text()) if installation.build_record else {}
+                say(f"emulation control: building {flavor} {installation.commit[:10]} for {native}")
+                built = build.build(installation.commit, source=record.get("source"), flavor=flavor, arch=native,
+                                    say=say)
+            return discovery.installation_of(built)
+        same = [c.installation for c in discovery.discover() if c.installation is not None and not c.reason
+                and c.installation.arch == native and c.installation.version == installation.version
+                and (c.installation.flavor or "unit") == (installation.flavor or "unit")]
+        if not same:
+            raise InstallationError(f"no {native} build of unit {installation.version} here for the emulation "
+                                    f"control: list one in units.toml, build it (`restartbench build unit --rev "
+                                    f"{installation.version}`), or pass --no-control")
+        stem = installation.name.split("-")[0]
+        return next((i for i in same if i.name == stem), same[0])
 
     def run_checks(self, run, grace_s: float | None = None) -> dict[str, Any] | None:
         from .checks import check_run

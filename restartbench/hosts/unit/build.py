@@ -703,6 +703,7 @@ def _build(src: Source, rev: str, commit: str, flavor: str, arch: str, out: Path
                       "tried": tried},
         "times_s": {**steps.times, "total": round(time.monotonic() - t_start, 1)},
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "fixes": fixes_contained(src, commit),
     }
     tmp = out / (RECORD + ".tmp")
     tmp.write_text(json.dumps(record, indent=2) + "\n")
@@ -808,14 +809,16 @@ def registered() -> list[Built]:
     return found
 
 
-def contains_commit(commit: str, fixes: tuple[str, ...]) -> bool | None:
-    """Whether ``commit`` descends from any of ``fixes``, asked of the cached source mirrors (None
-    when no mirror knows them)."""
-    for mirror in sorted((unit_cache() / "sources").glob("*.git")):
-        answers = [subprocess.run(["git", "--git-dir", str(mirror), "merge-base", "--is-ancestor", fix, commit],
-                                  capture_output=True).returncode for fix in fixes]
-        if 0 in answers:
-            return True
-        if answers and all(a == 1 for a in answers):
-            return False
-    return None
+def fixes_contained(src: Source, commit: str) -> dict[str, bool | None]:
+    """For every fixing commit the catalogue names (``analysis.catalogue.fix_commits``): whether
+    ``commit`` contains it (descends from it), as the source's history says at build time (None: the
+    source does not know that commit, e.g. a fix of the other flavor). Recorded in build.json, so the
+    analysis places a build relative to a fix from the run's own files."""
+    from analysis.catalogue import fix_commits
+
+    out: dict[str, bool | None] = {}
+    for fix in fix_commits():
+        known = subprocess.run(["git", "--git-dir", str(src.mirror), "cat-file", "-e", f"{fix}^{{commit}}"],
+                               capture_output=True).returncode == 0
+        out[fix] = is_ancestor(src, fix, commit) if known else None
+    return out

@@ -275,7 +275,8 @@ def crash_summary(exits: pd.DataFrame, n_restarts: int) -> dict[str, Any]:
     """Crashes (exits on a signal before the suite's own SIGKILL), split by what the process was
     doing: ``leaving`` (an app or prototype process replaced: born before the restart it died after,
     i.e. told to quit; the router, controller and main are never replaced by an app restart) or
-    ``serving`` (everything else, the shutdown included). ``per_restart[i]``: crashes after
+    ``serving`` (everything else, the shutdown included); ``events``: each crash's role, signal,
+    phase, restart and whether it was leaving (what findings are located by). ``per_restart[i]``: crashes after
     restart i's mark (before the next); ``leaving_restarts``: restarts at which a replaced process
     crashed. Also the non-zero exit codes."""
     if not len(exits):
@@ -301,6 +302,9 @@ def crash_summary(exits: pd.DataFrame, n_restarts: int) -> dict[str, Any]:
             "by_kind": {str(k): int(v) for k, v in by.items()},
             "per_restart": [int(per.get(i, 0)) for i in range(n_restarts)],
             "nonzero_exits": int(len(bad_code)),
+            "events": [{"role": str(r.role), "signal": str(r.signal_name), "leaving": bool(r.leaving),
+                        "phase": str(r.phase), "restart": None if pd.isna(r.restart) else int(r.restart)}
+                       for r in crashed.itertuples()],
             "examples": _records(crashed.head(EXAMPLES)[cols[:3] + ["signal_name"] + cols[3:5] + ["leaving", "line"]])
             + _records(bad_code.head(5).reindex(columns=cols[:3] + ["code"] + cols[3:]))}
 

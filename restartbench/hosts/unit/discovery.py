@@ -350,6 +350,12 @@ def _probe(runner, exe: Path, flag: str, *, where: str, check: bool = True) -> s
     except OSError as exc:
         raise InstallationError(f"{where}: cannot run {exe} ({exc.strerror})") from exc
     text = out.stdout.decode(errors="replace")
+    if out.returncode != 0 and runner:
+        from ...arches import elf_arch, foreign_failure_hint
+
+        hint = foreign_failure_hint(text, elf_arch(exe), tuple(runner))
+        if hint:
+            raise InstallationError(f"{where}: {hint}")
     if check and out.returncode != 0 and "unit version:" not in text:
         raise InstallationError(f"{where}: not NGINX Unit: `{exe.name} {flag}` exited {out.returncode} "
                                 f"({text.strip()[:120] or 'no output'})")
