@@ -154,6 +154,8 @@ def check_runs(exe: Path, runner: tuple[str, ...], arch: str, timeout_s: float =
     if out.returncode == 0:
         lines = text.strip().splitlines()
         return lines[0] if lines else ""
+    if runner and "Could not open '/lib" in text:          # qemu-user found no loader of that arch
+        raise InstallationError(f"{exe}: " + foreign_failure_hint(text, arch, runner))
     m = re.search(r"error while loading shared libraries: (\S+?):", text)
     if m and runner:
         lib = m.group(1)

@@ -318,7 +318,8 @@ def search(good: str, bad: str, seq: Sequence[Any], run_cell: Callable[[Any], An
 
 def gate_judge(limits: dict | None, bugs: Sequence[str] = (), checks: Sequence[str] = ()):
     """A judge of RunOutcomes by the gate: aimed at ``bugs`` (findings) or ``checks`` (check names),
-    else the whole gate. Returns (passes, failing checks, failing findings)."""
+    else the whole gate. Returns (passes, the failing checks it judged, every finding that fails a
+    check in that run: the asked ones and the others, for the table)."""
     import analysis
 
     def judge(outcome) -> Vote:
@@ -327,11 +328,9 @@ def gate_judge(limits: dict | None, bugs: Sequence[str] = (), checks: Sequence[s
         if outcome.status != "complete":
             return None, [], []
         verdict = analysis.evaluate([results.read_run(outcome.path)], limits, bugs=bugs)
-        failing = [r for r in verdict.rows if r.verdict == "fail" and (not checks or r.check in checks)] \
-            if checks else verdict.failures()
-        scope = next(iter(verdict.findings))
-        found = list(dict.fromkeys(i for r in failing for i in r.findings)) or \
-            ([] if checks else verdict.failing_findings(scope))
+        failing = [r for r in verdict.rows if r.verdict == "fail" and r.check in checks] if checks \
+            else verdict.failures()
+        found = list(dict.fromkeys(i for r in verdict.rows if r.verdict == "fail" for i in r.findings))
         return not failing, list(dict.fromkeys(r.check for r in failing)), found
     return judge
 

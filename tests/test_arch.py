@@ -146,6 +146,24 @@ def test_missing_shared_library_says_which_package(tmp_path, foreign_exe):
         arches.check_runs(foreign_exe, runner, FOREIGN)
 
 
+@needs_qemu
+def test_missing_loader_says_which_runtime_to_install(tmp_path, foreign_exe):
+    """qemu-user without a sysroot (as the shared arm64 Unit builds are declared) prints only
+    "Could not open '/lib/ld-linux-aarch64.so.1'" on a fresh machine: the line must say what to install.
+    Here the loader exists, so the binary's interpreter is renamed in place to one that does not."""
+    if FOREIGN != "aarch64":
+        pytest.skip("the loader name is aarch64's")
+    patched = tmp_path / "wasmtime"
+    patched.write_bytes(foreign_exe.read_bytes().replace(b"/lib/ld-linux-aarch64.so.1\0",
+                                                         b"/lib/ld-linux-aarch64.so.9\0"))
+    patched.chmod(0o755)
+    qemu = arches.runner_for(FOREIGN)[0]
+    with pytest.raises(InstallationError, match=r"need aarch64's dynamic loader /lib/ld-linux-aarch64.so.9, "
+                       r"which is missing: install Debian's arm64 runtime: dpkg --add-architecture arm64 && "
+                       r"apt-get update && apt-get install libc6:arm64 libssl3:arm64 libpcre2-8-0:arm64"):
+        arches.check_runs(patched, (qemu,), FOREIGN)
+
+
 # -- resolution and the emulated host ----------------------------------------------------------
 
 @needs_qemu

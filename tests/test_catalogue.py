@@ -168,3 +168,18 @@ def test_the_hang_face_at_low_load(unit_install, tmp_path):
             assert generic not in ids                  # explained by the specific entry
     else:                                               # (a rare race of its own may still show)
         assert not {"unit-1179-restart-hang", "unit-1179-restart-crash"} & set(ids), ids
+
+
+def test_a_build_of_ours_is_placed_by_the_fixes_its_record_names(tmp_path, monkeypatch):
+    """Before or after a fix is decided when the build is made (build.json ``fixes``), not by asking a
+    source mirror during analysis: with HOME empty and no cache the note is the same."""
+    from analysis.catalogue import _version_note, load
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("RESTARTBENCH_CACHE", str(tmp_path / "none"))
+    face = next(b for b in load() if b.id == "unit-1179-restart-crash")
+    before = {c: False for c in face.fix_commits}
+    assert "comes before the fix" in _version_note(face, "1.32.0", before, "d7ff6bb4a1aa")
+    after = {face.fix_commits[0]: None, face.fix_commits[1]: True}       # master's fix; the other unknown
+    assert "contains the fix" in _version_note(face, "1.32.0", after, "24ed91f406aa")
+    assert _version_note(face, "1.32.0", None, "24ed91f406aa") == "1.32.0 is a known affected version"
