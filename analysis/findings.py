@@ -119,6 +119,7 @@ class Finding:
     upstream: list[str] = field(default_factory=list)
     advice: str = ""
     version_note: str = ""
+    sites: list[str] = field(default_factory=list)     # the sites it was seen at (crash@router, ...)
 
     @property
     def rate(self) -> float:
@@ -172,13 +173,13 @@ def findings(summary: dict[str, Any], meta: dict[str, Any], failing: dict[str, l
         b = entries.get(m["id"])
         at = b.at if b else ()
         explains = list(m.get("explains") or [])
-        restarts = sorted({r for s in at if s in by_id for r in by_id[s].restarts} if at else
-                          {r for s in present if s.check in explains for r in s.restarts})
+        located = [by_id[s] for s in at if s in by_id] if at else [s for s in present if s.check in explains]
+        restarts = sorted({r for s in located for r in s.restarts})
         f = Finding(m["id"], "known", m["title"], m.get("bug") or m["id"], explains,
                     [c for c, ids in failing.items() if m["id"] in ids], restarts,
                     "restart" if at else "run", evidence=list(m.get("evidence") or []),
                     upstream=list(m.get("upstream") or []), advice=m.get("advice", ""),
-                    version_note=m.get("version_note", ""))
+                    version_note=m.get("version_note", ""), sites=[s.id for s in located])
         if f.per == "restart":
             f.k, f.n = max(1, len(restarts)), n
         out.append(f)
@@ -190,7 +191,8 @@ def findings(summary: dict[str, Any], meta: dict[str, Any], failing: dict[str, l
         f = Finding(fid, "unnamed", f"{check} ({fid}), explained by no known bug", fid, [check],
                     [c for c, ids in failing.items() if fid in ids], restarts,
                     "restart" if per_restart else "run",
-                    evidence=[f"seen at restart(s) {', '.join(map(str, restarts))}"] if restarts else [])
+                    evidence=[f"seen at restart(s) {', '.join(map(str, restarts))}"] if restarts else [],
+                    sites=[fid])
         if f.per == "restart":
             f.k, f.n = max(1, len(restarts)), n
         out.append(f)
@@ -225,11 +227,13 @@ def family(fid: str) -> str:
 
 
 def asks(asked: Iterable[str], finding: Finding | dict[str, Any]) -> bool:
-    """Whether a finding answers to any of ``asked``: its id, the bug it is a face of, or (an unnamed
-    stem without ``@``) any of that stem's sites."""
+    """Whether a finding answers to any of ``asked``: its id, the bug it is a face of, a site it was
+    seen at (``crash@router`` asks about the router crash a known bug explains too), or (a stem
+    without ``@``) any site of that stem."""
     d = finding if isinstance(finding, dict) else asdict(finding)
+    names = {d["id"], d.get("bug"), *(d.get("sites") or [])}
     for a in asked:
-        if a in (d["id"], d.get("bug")) or ("@" not in a and d["id"].startswith(a + "@")):
+        if a in names or ("@" not in a and any(str(n).startswith(a + "@") for n in names)):
             return True
     return False
 

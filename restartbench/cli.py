@@ -754,7 +754,7 @@ class LiveProgress:
     """A one-line live view of a run: phase, time, requests, rps, not-ok, restarts, processes."""
 
     def __init__(self, out: Console, enabled: bool = True):
-        self.out, self.enabled = out, enabled and out.is_terminal
+        self.out, self.quiet, self.enabled = out, not enabled, enabled and out.is_terminal
         self.live = Live(console=out, refresh_per_second=4, transient=True) if self.enabled else None
         self._last = (0.0, 0)
         self._rps = 0.0
@@ -770,6 +770,8 @@ class LiveProgress:
             self.live.__exit__(*exc)
 
     def update(self, p: Progress) -> None:
+        if self.quiet:                                # --quiet: not even the phase lines
+            return
         t, n = self._last
         if p.elapsed_s - t >= 1.0:
             self._rps = (p.requests - n) / (p.elapsed_s - t)

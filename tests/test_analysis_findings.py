@@ -195,3 +195,30 @@ def test_the_kept_router_crash_run_names_its_finding(tmp_path):
     ids = {f["id"]: f for f in s["findings"]}
     assert ids["unit-router-crash-on-reconfigure"]["failing"] == ["crashes while serving"]
     assert set(SITES) >= set(ids["unit-router-crash-on-reconfigure"]["checks"])
+
+
+def test_cli_gate_aimed_and_its_input_errors(tmp_path, capsys):
+    """`restartbench gate RUN --bug/--allow/--baseline`: the verdict of the question asked; unknown
+    ids, a --bug no run can show, a baseline of another host: exit 2 with one line."""
+    from restartbench import cli
+
+    run = unit_run(tmp_path, "r", leaving=(0, 1, 2, 3), router=(1,))
+    assert cli.main(["gate", str(run.path)]) == 1
+    assert cli.main(["gate", str(run.path), "--bug", "unit-1179"]) == 0
+    assert "asked about unit-1179 only" in capsys.readouterr().out
+    assert cli.main(["gate", str(run.path), "--allow", "unit-quitting-app-crash,unit-router-crash-on-reconfigure"]) == 0
+    assert cli.main(["gate", str(run.path), "--bug", "crash@router"]) == 1        # a site a known bug explains
+    assert cli.main(["gate", str(run.path), "--bug", "crash"]) == 1               # a stem: every crash@...
+    assert cli.main(["gate", str(run.path), "--bug", "lingering"]) == 0           # none lingered
+    capsys.readouterr()
+    wasm = write_run(tmp_path, "w", requests=requests_frame(), restarts=restarts_frame(TIMES),
+                     processes=Tree(TIMES, only_main=True).frame(),
+                     target={"kind": "wasmtime", "name": "wasmtime", "version": "49.0.3", "arch": "x86_64"})
+    for argv, said in ((["--bug", "unit-9999"], "--bug unit-9999: unknown finding"),
+                       (["--bug", "unit-1179"], None),
+                       (["--baseline", str(wasm.path)], "the baseline runs are of host wasmtime")):
+        target = str(wasm.path) if said is None else str(run.path)
+        assert cli.main(["gate", target, *argv]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and err.startswith("error: "), err
+        assert said is None and "is a bug of unit" in err or said in err
