@@ -30,8 +30,8 @@ from restartbench.results import FormatError, Run, read_run
 
 from .catalogue import NO_MATCH
 from .compare import fmt
-from .findings import (ALWAYS_JUDGED, Finding, asks, attribute, check_ids, checks_of, counts, fisher_greater,
-                       findings, hosts_of, sites)
+from .findings import (ALWAYS_JUDGED, Finding, asks, attribute, check_ids, checks_of, counts, family,
+                       fisher_greater, findings, hosts_of, sites)
 from .summary import Analysis, analyses
 
 DEFAULT_PATH = Path(__file__).resolve().parent.parent / "gates" / "default.toml"
@@ -189,12 +189,11 @@ class GateResult:
         if row.verdict != "fail" or row.check in ALWAYS_JUDGED:
             return row.verdict
         ids = row.findings
-        mine = self.findings.get(row.scope, [])
-        if self.aim.bugs and not any(asks(self.aim.bugs, f) for f in mine if f.id in ids) \
-                and not any(asks(self.aim.bugs, {"id": i, "bug": i}) for i in ids):
+        mine = {f.id: f for f in self.findings.get(row.scope, [])}
+        found = [mine.get(i) or {"id": i, "bug": family(i)} for i in ids]    # baseline rows: by id alone
+        if self.aim.bugs and not any(asks(self.aim.bugs, f) for f in found):
             return "not asked"
-        if ids and self.aim.allow and all(asks(self.aim.allow, next((f for f in mine if f.id == i),
-                                                                      {"id": i, "bug": i})) for i in ids):
+        if ids and self.aim.allow and all(asks(self.aim.allow, f) for f in found):
             return "allowed"
         effects = self.effects.get(row.scope) or {}
         if ids and effects and all(effects.get(i) == "emulation effect" for i in ids):
@@ -757,7 +756,10 @@ def render(result: GateResult) -> Table:
     scopes = {r.scope for r in result.rows}
     single = len(scopes) == 1                    # one run: name it in the title, not on every row
     title = f"restart gate — {next(iter(scopes))}" if single else "restart gate"
-    caption = Text("\n".join([verdict_line(result), *finding_lines(result)]))
+    controls = [f"{_short(run)}: judged against its controls {', '.join(_short(c) for c in ctrl)} (each finding "
+                f"the build's, an arch effect, or an emulation effect: shown, not failing)"
+                for run, ctrl in result.controls.items()]
+    caption = Text("\n".join([verdict_line(result), *controls, *finding_lines(result)]))
     table = Table(title=title, caption=caption, caption_justify="left")
     shown = any(r.findings for r in result.rows)
     for name in ("check",) + (() if single else ("scope",)) + ("value", "limit", "verdict", "note") + \

@@ -259,7 +259,7 @@ def search(good: str, bad: str, seq: Sequence[Any], run_cell: Callable[[Any], An
     unaimed gate); ``choose(findings at good, findings at bad)`` (each run's failing findings) returns
     what to bisect on and why — an empty choice is the error — and ``judge`` then re-judges the ends'
     runs and judges every probe. ``report(what, item, step)`` is called before (``step`` None) and
-    after each item."""
+    after each item (``find`` also reports ``("chose", why, None)`` once it has chosen)."""
     report = report or (lambda what, item, step: None)
     res = BisectResult(good, bad, [_item_version(i) for i in seq], repeat=repeat)
     prober = _Prober(res, seq, run_cell, prepare, report, repeat)
@@ -532,6 +532,8 @@ def _auto(good, bad, seq, run_cell, limits, report, repeat, prepare) -> BisectRe
     def choose(at_good, at_bad):
         target, why = choose_by_findings(at_good, at_bad)
         chosen["judge"] = gate_judge(limits, target)
+        if report is not None and target:
+            report("chose", why, None)                  # said before the search goes on
         return target, why
 
     return search(good, bad, seq, run_cell, judge, report=report, repeat=repeat, prepare=prepare,

@@ -644,6 +644,9 @@ def cmd_bisect(args: argparse.Namespace) -> int:
     plan_of: dict[str, Any] = {}
 
     def progress(what, item, step):
+        if what == "chose":
+            console.print(f"[bold]{item}[/]", highlight=False, soft_wrap=True)
+            return
         label = plan_of["plan"].describe(item) if "plan" in plan_of else str(getattr(item, "label", item))
         if step is None:
             console.print(f"[bold]bisect: {label}[/] ({arch})", highlight=False)

@@ -262,6 +262,7 @@ class MatrixResult:
                 "cells": [r.describe() for r in self.results],
                 "verdict": None if self.verdict is None else
                 {"passed": self.verdict.passed, "exit_code": self.verdict.exit_code,
+                 "aim": self.verdict.aim.describe(), "effects": self.verdict.effects,
                  "failures": [dataclasses.asdict(f) for f in self.verdict.failures()]},
                 "exit_code": self.exit_code}
 
