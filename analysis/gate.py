@@ -737,7 +737,7 @@ def finding_lines(result: GateResult) -> list[str]:
             row = rows.loc[f.id]
             where = f" at restart {', '.join(map(str, f.restarts[:8]))}" if f.restarts else ""
             rate = f"{f.k}/{f.n} {'restarts' if f.per == 'restart' else 'run'}"
-            effect = f", {row['effect']}" if row["effect"] else ""
+            effect = f", {row['effect']}" if row["effect"] and row["effect"] != row["verdict"] else ""
             fails = f"; fails {', '.join(f.failing)}" if f.failing else ""
             head = f"{_short(scope)}{control}: {f.id} [{row['verdict']}{effect}] {rate}{where}{fails}"
             if f.kind == "known":
