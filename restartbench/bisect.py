@@ -235,10 +235,10 @@ class _Prober:
         for v in ("pass", "fail"):
             if step.votes.count(v) >= self.need:
                 step.verdict = v
-        if step.verdict != "skip":
-            judged = [p for p, v in zip(step.paths, [x for x in step.votes if x != "skip"])]
-            step.path = next((p for p, v in zip(judged, [x for x in step.votes if x != "skip"])
-                              if v == step.verdict), step.paths[0] if step.paths else None)
+        if step.verdict != "skip":                    # the run that shows the verdict (judged runs have paths)
+            judged = [v for v in step.votes if v != "skip"]
+            step.path = next((p for p, v in zip(step.paths, judged) if v == step.verdict),
+                             step.paths[0] if step.paths else None)
             step.reason = "" if len(set(step.votes)) == 1 else step.reason
 
 
