@@ -565,6 +565,8 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     if all(c.error for c in cell_list):
         raise UsageError("nothing to run: " + "; ".join(f"{c.target} {c.arch}: {c.error.splitlines()[0]}"
                                                         for c in cell_list))
+    if not args.no_control:                      # a foreign-arch cell's controls, in the plan
+        cell_list = matrix.with_controls(cell_list, say=lambda s: console.print(s, markup=False, highlight=False))
     base = _base_config(args, cell_list[0].target, None, names[0], check=False)
     for cell in cell_list:       # each cell is checked as its run will be; one its host cannot do fails alone
         if not cell.error and not cell.host.problems(cell.scenario):
@@ -575,7 +577,8 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     for n, c in enumerate(cell_list, 1):
         plan.add_row(str(n), c.target, c.version or "-", c.arch, "emulated" if c.emulated else
                      ("native" if c.installation else "-"), c.scenario.name,
-                     f"[red]cannot run:[/] {c.error}" if c.error else "")
+                     f"[red]cannot run:[/] {c.error}" if c.error else
+                     f"control ({c.control}) of the run before it" if c.control else "")
     console.print(plan)
 
     live: LiveProgress | None = None
@@ -595,8 +598,7 @@ def cmd_matrix(args: argparse.Namespace) -> int:
             console.print(f"[{style}]{event.headline()}[/]", highlight=False)
 
     result = matrix.run_matrix(cell_list, base, report=progress, limits=limits, html=args.report,
-                               controls=not args.no_control, bugs=_ids(args.bug), allow=_ids(args.allow),
-                               say=lambda s: console.print(s, markup=False, highlight=False))
+                               controls=False, bugs=_ids(args.bug), allow=_ids(args.allow))
     return _after_matrix(result)
 
 

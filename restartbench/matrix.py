@@ -75,7 +75,7 @@ class Cell:
         name = self.installation.label if self.installation else self.target
         version = f" {self.version}" if self.version and self.version not in name else ""
         return (f"{name}{version} {self.arch}{' (emulated)' if self.emulated else ''} · "
-                f"{self.scenario.name}" + (f" · control ({self.control.partition(':')[0]})" if self.control else ""))
+                f"{self.scenario.name}" + (f" · control ({self.control})" if self.control else ""))
 
     def describe(self) -> dict[str, Any]:
         return {"target": self.target, "arch": self.arch, "scenario": self.scenario.name,
@@ -300,33 +300,34 @@ def run_matrix(cell_list: Sequence[Cell], base_config: RunConfig,
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out = Path(out_dir) if out_dir else Path(base_config.results_root) / f"matrix-{stamp}-{uuid.uuid4().hex[:4]}"
     result = MatrixResult(results=[], path=out)
+    cell_list = with_controls(cell_list, say) if controls else list(cell_list)
     total = len(cell_list)
-    cell_list = list(cell_list)
+    controlled: CellResult | None = None           # the foreign-arch cell the next control cells control
     with interruptible():                          # a signal between two cells stops the matrix too
-        n = 0
-        while n < len(cell_list):
-            cell = cell_list[n]
-            n += 1
-            total = len(cell_list)
+        for n, cell in enumerate(cell_list, 1):
             if result.interrupted:
                 result.results.append(CellResult(cell, "not run",
                                                  reason=f"matrix interrupted ({result.interrupted})"))
+                continue
+            if cell.control and (controlled is None or not controlled.ok):
+                result.results.append(CellResult(cell, "not run", reason="the run it controls did not complete"))
                 continue
             t = time.monotonic()
             try:
                 report(MatrixEvent(n, total, cell, "start"))
                 run_id = f"{base_config.run_id}-{n:02d}" if base_config.run_id else None
+                of = controlled.path.name if cell.control and controlled is not None else None
                 res = _run_cell(cell, base_config, run_id, lambda p, n=n, cell=cell: report(
-                    MatrixEvent(n, total, cell, "running", run=p)))
+                    MatrixEvent(n, total, cell, "running", run=p)), of=of)
             except (Interrupted, KeyboardInterrupt) as exc:
                 res = CellResult(cell, "interrupted", reason=getattr(exc, "reason", "KeyboardInterrupt"))
             res.wall_s = time.monotonic() - t
             if res.status == "interrupted":
                 result.interrupted = res.reason.split(":")[0] or "interrupted"
             result.results.append(res)
+            if not cell.control:
+                controlled = res
             report(MatrixEvent(n, total, cell, "done", result=res))
-            if controls and res.ok and cell.installation is not None and not cell.control:
-                cell_list[n:n] = _control_cells(cell, res, say)
 
     done = [r for r in result.results if r.ok]
     opened = []
@@ -344,27 +345,34 @@ def run_matrix(cell_list: Sequence[Cell], base_config: RunConfig,
     return result
 
 
-def _control_cells(cell: Cell, done: CellResult, say: Callable[[str], None]) -> list[Cell]:
-    """The controls of a foreign-arch cell just run (none for a native cell, or when none can be had)."""
+def with_controls(cell_list: Sequence[Cell], say: Callable[[str], None] = lambda s: None) -> list[Cell]:
+    """``cell_list`` with each foreign-arch cell followed by its controls (``restartbench.controls``:
+    the same revision for this machine, ``native`` and ``emulated``); a list that has control cells
+    already is returned as it is. A control that cannot be had is said (``say``) and left out."""
     from . import controls
 
-    if not controls.needs_control(cell.installation):
-        return []
-    try:
-        builds = controls.control_installations(cell.installation, say)
-    except InstallationError as exc:
-        say(f"no emulation control for {cell.label}: {exc}")
-        return []
-    return [Cell(inst.label, inst.arch, cell.scenario, inst, control=f"{kind}:{done.path.name}")
-            for kind, inst in builds]
+    if any(c.control for c in cell_list):
+        return list(cell_list)
+    out: list[Cell] = []
+    for cell in cell_list:
+        out.append(cell)
+        if cell.installation is None or not controls.needs_control(cell.installation):
+            continue
+        try:
+            builds = controls.control_installations(cell.installation, say)
+        except InstallationError as exc:
+            say(f"no emulation control for {cell.label}: {exc}")
+            continue
+        out += [Cell(inst.label, inst.arch, cell.scenario, inst, control=kind) for kind, inst in builds]
+    return out
 
 
-def _run_cell(cell: Cell, base: RunConfig, run_id: str | None, progress) -> CellResult:
+def _run_cell(cell: Cell, base: RunConfig, run_id: str | None, progress, of: str | None = None) -> CellResult:
     try:
         cfg, dropped = cell_config(cell, base, run_id)
-        if cell.control:
-            kind, _, of = cell.control.partition(":")
-            cfg = dataclasses.replace(cfg, control={"of": of, "kind": kind}, run_id=f"{of}-control-{kind}")
+        if cell.control:                           # a control of run ``of``
+            cfg = dataclasses.replace(cfg, control={"of": of, "kind": cell.control},
+                                      run_id=f"{of}-control-{cell.control}")
         outcome: RunOutcome = run(cfg, report=progress)
     except (ConfigError, scenarios.ScenarioError, InstallationError, tools.ToolMissing) as exc:
         return CellResult(cell, "failed", reason=f"cannot run: {exc}")
