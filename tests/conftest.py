@@ -1,28 +1,10 @@
-"""Helpers shared by the tests (pytest loads this file before the test modules)."""
+"""The tests' fixtures (pytest loads this file before the test modules); plain helpers are in helpers.py."""
 
 from __future__ import annotations
 
 import functools
-import http.client
-from urllib.parse import urlsplit
 
 import pytest
-
-
-def http_get(where: str | int, path: str = "/", timeout: float = 10.0) -> tuple[int, str]:
-    """One GET on a fresh connection to a URL (``http://host:port``) or a 127.0.0.1 port: (status, body)."""
-    if isinstance(where, int):
-        host, port = "127.0.0.1", where
-    else:
-        u = urlsplit(where)
-        host, port = u.hostname, u.port
-    conn = http.client.HTTPConnection(host, port, timeout=timeout)
-    try:
-        conn.request("GET", path)
-        resp = conn.getresponse()
-        return resp.status, resp.read().decode()
-    finally:
-        conn.close()
 
 
 # -- real NGINX Unit builds -------------------------------------------------------------------
@@ -66,11 +48,6 @@ def unit_install(request):
     if cand.installation is None:
         pytest.fail(f"{cand.spec} [{cand.source}] is declared but cannot be used: {cand.reason}")
     return cand.installation
-
-
-def has_restart_bug(installation) -> bool:
-    """The wasm-wasi-component restart bug (nginx/unit#1179): 1.32.0, fixed in 1.32.1 and 1.33.0."""
-    return installation.version == "1.32.0"
 
 
 _DEFAULT_RUNS: dict = {}

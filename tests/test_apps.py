@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import http_get
+from helpers import http_get
 
 from restartbench import apps, tools
 

@@ -133,7 +133,7 @@ def _run(unit_install, tmp_path, *, users=20, sleep_share=0.1, duration="15s"):
 def test_the_1_32_0_bug_is_named_on_1_32_0_only(unit_install, unit_default_run):
     """Default load: 1.32.0 matches the 1179 entry (crash face) and it explains every failing
     check; 1.32.1 and 1.35.0 match neither face."""
-    from conftest import has_restart_bug
+    from helpers import has_restart_bug
 
     run = unit_default_run
     summary = summarize(run)
@@ -157,7 +157,7 @@ def test_the_1_32_0_bug_is_named_on_1_32_0_only(unit_install, unit_default_run):
 def test_the_hang_face_at_low_load(unit_install, tmp_path):
     """One user, no held requests: on 1.32.0 the old app never exits and nothing answers (the hang
     face, which explains the stuck requests and the shutdown hang too); a sound build never matches it."""
-    from conftest import has_restart_bug
+    from helpers import has_restart_bug
 
     run = _run(unit_install, tmp_path, users=1, sleep_share=0.0, duration="12s")
     ids = [b["id"] for b in summarize(run)["known_bugs"]]

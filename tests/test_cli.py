@@ -32,7 +32,7 @@ BAD = [
     (["run", "--unit-app", "x.json"], "--unit-app is for the unit target"),
     (["run", "--results-dir", "/proc/forbidden"], "cannot create /proc/forbidden"),
     (["summary", "/nonexistent-run"], "no run.json here"),
-    (["gate", "latest", "--limits", "/nonexistent.toml"], ""),
+    (["gate", "latest", "--limits", "/nonexistent.toml"], "limits file /nonexistent.toml not found"),
     (["frobnicate"], "invalid choice"),
 ]
 

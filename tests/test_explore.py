@@ -139,7 +139,7 @@ def test_explore_stopped_keeps_what_it_found(tmp_path):
 @pytest.mark.timeout(900)
 def test_real_explore_names_the_1_32_0_bug_with_one_restart(unit_install, tmp_path):
     """On 1.32.0 a failing plan is found well inside 5 minutes and shrunk to a single restart."""
-    from conftest import has_restart_bug
+    from helpers import has_restart_bug
 
     if not has_restart_bug(unit_install):
         pytest.skip("the 1.32.0 search; sound builds are explored in the benchmarks (README)")

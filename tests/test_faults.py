@@ -37,10 +37,11 @@ def leftovers(marker: str) -> list[str]:
     return out
 
 
-def start_cli(tmp_path, *args):
-    """`restartbench run` as a real subprocess (its own session, so signals hit only it)."""
-    argv = [sys.executable, "-m", "restartbench", "run", "--quiet", "--results-dir", str(tmp_path),
-            "--duration", "20s", "--users", "4", *args]
+def start_cli(tmp_path, *args, quiet=True):
+    """`restartbench run` as a real subprocess (its own session, so signals hit only it); not
+    ``quiet``: it prints a line per phase (its stdout is not a terminal)."""
+    argv = [sys.executable, "-m", "restartbench", "run", *(["--quiet"] if quiet else []), "--results-dir",
+            str(tmp_path), "--duration", "20s", "--users", "4", *args]
     return subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             start_new_session=True, text=True)
 
@@ -71,15 +72,33 @@ def test_stop_signal_marks_interrupted_and_keeps_everything(tmp_path, sig, code)
     assert leftovers(run_dir.name) == [] and leftovers(str(r.meta["target"]["port"])) == []
 
 
+def read_until(proc, text: str, timeout: float = 30.0) -> str:
+    """The subprocess's output up to the first line holding ``text`` (observed, not slept for)."""
+    import select
+
+    seen, deadline = "", time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([proc.stdout], [], [], 0.2)
+        if ready:
+            line = proc.stdout.readline()
+            seen += line
+            if text in line or not line:
+                return seen
+    raise AssertionError(f"{text!r} never came; output so far: {seen[-500:]}")
+
+
 def test_second_ctrl_c_forces_but_files_stay_readable(tmp_path):
-    proc = start_cli(tmp_path)
+    proc = start_cli(tmp_path, quiet=False)
     run_dir = wait_for_load(tmp_path)
     proc.send_signal(signal.SIGINT)
-    time.sleep(0.05)
+    assert "stopping" in read_until(proc, "stopping")        # the teardown has begun
     proc.send_signal(signal.SIGINT)
-    proc.communicate(timeout=30)
+    out, _ = proc.communicate(timeout=30)
     r = read_run(run_dir)
-    assert r.meta["status"] == "interrupted"
+    assert r.meta["status"] == "interrupted" and proc.returncode == 130
+    # the second one was taken during the teardown (which then skips its graceful waits), not lost
+    assert [f["kind"] for f in r.meta["findings"] if f["kind"] == "signal_during_teardown"] == [
+        "signal_during_teardown"], r.meta["findings"]
     r.requests(), r.processes(), r.restarts()
     assert leftovers(str(r.meta["target"]["port"])) == []
 

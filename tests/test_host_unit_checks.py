@@ -259,7 +259,7 @@ def test_exit_line_shapes():
 def test_real_unit_run_verdict(unit_install, unit_default_run):
     """The default load, three restarts 4 s apart: 1.32.0 fails the gate, naming why; a fixed
     build passes. Generations are exact, every process is accounted for, nothing is left."""
-    from conftest import has_restart_bug
+    from helpers import has_restart_bug
 
     from analysis import evaluate, summarize
 

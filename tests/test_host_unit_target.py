@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 import psutil
 import pytest
-from conftest import has_restart_bug, http_get
+from helpers import has_restart_bug, http_get
 
 from restartbench import procs
 from restartbench.hosts.base import Installation, TargetError

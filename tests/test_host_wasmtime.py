@@ -6,7 +6,7 @@ import socket
 
 import pytest
 
-from conftest import http_get
+from helpers import http_get
 from restartbench import apps, installations
 from restartbench.hosts import wasmtime as wasmtime_host
 from restartbench.hosts.wasmtime import WasmtimeTarget
