@@ -173,9 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("bisect")
     g.add_argument("--check", action="append", default=None, metavar="NAME",
                    help="bisect on a gate check (e.g. 'shutdown hang') instead of a finding")
-    g.add_argument("--good", required=True, help="a version (or units.toml name) that passes the gate; "
-                   "with --source a tag, branch or commit")
-    g.add_argument("--bad", required=True, help="a version that fails it (older or newer than --good)")
+    g.add_argument("--good", required=True, help="a version (or units.toml name) without the finding (with "
+                   "--bug/--check: that one; else it may fail for others); with --source a tag, branch or commit")
+    g.add_argument("--bad", required=True, help="a version with it (older or newer than --good)")
     g.add_argument("--source", default=None, help="bisect commits of this Unit source (git URL, checkout "
                    "or bundle) along first-parent history, building each probed commit")
     g.add_argument("--flavor", choices=["unit", "freeunit"], default="unit", help="with --source: the "
@@ -183,14 +183,15 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--repeat", type=_positive(int, "--repeat"), default=3, help="runs per probed build; "
                    "the majority verdict counts (default 3: one noisy run cannot steer the search)")
     g.add_argument("--no-verify", action="store_true", help="trust --good/--bad instead of running them")
-    _add_run_arguments(p)
+    _add_run_arguments(p, probes=True)
     p.set_defaults(func=cmd_bisect, target="unit")
     return parser
 
 
-def _add_run_arguments(p: argparse.ArgumentParser, several: bool = False) -> None:
+def _add_run_arguments(p: argparse.ArgumentParser, several: bool = False, probes: bool = False) -> None:
     """The flags of one run (target, scenario, load, output), shared by run, matrix and bisect;
-    ``several``: target, arch and scenario take comma-separated lists (matrix)."""
+    ``several``: target, arch and scenario take comma-separated lists (matrix); ``probes``: bisect's
+    runs, judged one question at a time (no --allow, no controls, no report)."""
     g = p.add_argument_group("target")
     if several:
         g.add_argument("--targets", "--target", dest="target", default="wasmtime", help="comma-separated: "
@@ -258,13 +259,16 @@ def _add_run_arguments(p: argparse.ArgumentParser, several: bool = False) -> Non
                    help="the gate judges only the checks these findings explain (a catalogue id such as "
                    "unit-1179-restart-crash, the bug its faces share (unit-1179), or an unnamed finding such "
                    "as crash@router); other failures are listed, not judged")
-    g.add_argument("--allow", action="append", default=None, metavar="ID[,ID]",
-                   help="a run whose only failures these findings explain passes (they are still listed)")
-    g.add_argument("--no-control", action="store_true",
-                   help="a foreign-arch (emulated) run: skip its controls (the same revision for this "
-                   "machine's arch, run natively and under qemu-user), which tell the arch's findings from "
-                   "the emulator's and the build's")
-    g.add_argument("--report", action="store_true", help="also write the HTML report into the run dir")
+    if probes:
+        p.set_defaults(allow=None, no_control=True, report=False)
+    else:
+        g.add_argument("--allow", action="append", default=None, metavar="ID[,ID]",
+                       help="a run whose only failures these findings explain passes (they are still listed)")
+        g.add_argument("--no-control", action="store_true",
+                       help="a foreign-arch (emulated) run: skip its controls (the same revision for this "
+                       "machine's arch, run natively and under qemu-user), which tell the arch's findings "
+                       "from the emulator's and the build's")
+        g.add_argument("--report", action="store_true", help="also write the HTML report into the run dir")
     g.add_argument("--quiet", action="store_true", help="no live progress")
 
 
