@@ -338,7 +338,7 @@ def measure_census_unit(quick: bool, work: Path) -> dict:
 
 
 def measure_analysis(quick: bool, work: Path) -> dict:
-    from analysis import bench_scale
+    from restartbench.analysis import bench_scale
     rows = 1_000_000 if quick else 10_000_000
     m = bench_scale.measure(rows)
     scaled = m["summarize_s"] * 10_000_000 / rows
@@ -347,8 +347,8 @@ def measure_analysis(quick: bool, work: Path) -> dict:
 
 
 def measure_accuracy(host: Host, quick: bool, work: Path) -> dict:
-    from analysis.metrics import Requests, window_stats
-    from analysis.windows import assign, restart_windows
+    from restartbench.analysis.metrics import Requests, window_stats
+    from restartbench.analysis.windows import assign, restart_windows
     stalls, stall_s, every = (4, 0.3, 1.0) if quick else (10, 0.3, 1.0)
     duration = int(1.5 + stalls * every + 1.5)
     t0 = time.monotonic()

@@ -36,7 +36,7 @@ import re
 import time
 from pathlib import Path
 
-import analysis
+from restartbench import analysis
 from restartbench import arches, hosts, installations, read_run, scenarios
 from restartbench.hosts.base import version_key
 from restartbench.load import LoadSpec

@@ -320,8 +320,7 @@ def gate_judge(limits: dict | None, bugs: Sequence[str] = (), checks: Sequence[s
     """A judge of RunOutcomes by the gate: aimed at ``bugs`` (findings) or ``checks`` (check names),
     else the whole gate. Returns (passes, the failing checks it judged, every finding that fails a
     check in that run: the asked ones and the others, for the table)."""
-    import analysis
-
+    from restartbench import analysis
     def judge(outcome) -> Vote:
         if outcome.status == "interrupted":
             raise Interrupted(outcome.meta.get("reason", "").split(":")[0] or "SIGINT")
@@ -338,7 +337,7 @@ def gate_judge(limits: dict | None, bugs: Sequence[str] = (), checks: Sequence[s
 def choose_by_findings(good_runs: list[list[str]], bad_runs: list[list[str]]) -> tuple[list[str], str]:
     """The bugs failing in every judged run of the bad end and in no run of the good end (their
     findings' bugs: faces of one bug count as one), and a sentence saying so."""
-    from analysis.findings import family
+    from restartbench.analysis.findings import family
 
     bad = [set(map(family, r)) for r in bad_runs]
     good = set().union(*map(lambda r: set(map(family, r)), good_runs)) if good_runs else set()
@@ -486,7 +485,7 @@ def find(base: RunConfig, good: str, bad: str, *, arch: str, kind: str = "unit",
     commits) on ``bugs``/``checks``, else on what differs between the ends (module docstring); every
     probe is an ordinary ``run()`` of ``base`` with that build. Writes ``bisect.json`` into
     ``<results_root>/bisect-<time>-<id>/``. Raises BisectInputError on ends that cannot be bisected."""
-    from analysis.findings import SITES, check_ids, checks_of
+    from restartbench.analysis.findings import SITES, check_ids, checks_of
 
     try:
         check_ids(bugs, "--bug")

@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from analysis.gate import GateInputError
+from restartbench.analysis.gate import GateInputError
 
 from . import apps, arches, hosts, installations, results, scenarios
 from .run import DEFAULT_RESULTS, REPO, ConfigError, Interrupted, Progress, RunConfig, RunOutcome, run, check_writable, validate
@@ -348,8 +348,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _after_run(outcome: RunOutcome, limits, report: bool, bugs: Sequence[str] = (), allow: Sequence[str] = (),
                controls: Sequence[RunOutcome] = ()) -> int:
-    import analysis
-    from analysis import console as views
+    from restartbench import analysis
+    from restartbench.analysis import console as views
 
     run = results.read_run(outcome.path)
     done = analysis.analyze(run)                 # once: the tables, summary.json, the gate and the report
@@ -380,8 +380,8 @@ def _after_run(outcome: RunOutcome, limits, report: bool, bugs: Sequence[str] = 
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
-    import analysis
-    from analysis import console as views
+    from restartbench import analysis
+    from restartbench.analysis import console as views
 
     for run in _runs(args.runs):
         done = analysis.analyze(run)
@@ -394,8 +394,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    import analysis
-
+    from restartbench import analysis
     runs = _runs(args.runs)
     out = args.output or (REPO / "results" / "report.html")
     check_writable(out.parent)
@@ -405,7 +404,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from analysis import compare
+    from restartbench.analysis import compare
 
     table = compare.compare_table(_runs(args.runs))
     console.print(compare.render(table))
@@ -421,8 +420,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_gate(args: argparse.Namespace) -> int:
-    import analysis
-
+    from restartbench import analysis
     limits = _gate_limits(args.limits or "default")
     baseline = _runs(args.baseline) if args.baseline else None
     verdict = analysis.evaluate(_runs(args.runs), limits, baseline=baseline, bugs=_ids(args.bug),
@@ -607,10 +605,9 @@ def cmd_matrix(args: argparse.Namespace) -> int:
 
 
 def _after_matrix(result) -> int:
-    import analysis
-
+    from restartbench import analysis
     if result.table is not None:
-        from analysis import compare
+        from restartbench.analysis import compare
 
         console.print(analysis.render_compare(result.table))
         found = result.table.attrs.get("findings")
@@ -716,7 +713,7 @@ def _ids(values: Sequence[str] | None) -> list[str]:
 
 def _check_aim(args: argparse.Namespace) -> None:
     """Unknown ids of --bug/--allow (and a --bug that explains no check) stop a command before it runs."""
-    from analysis.findings import check_ids, checks_of
+    from restartbench.analysis.findings import check_ids, checks_of
 
     try:
         check_ids(_ids(getattr(args, "bug", None)), "--bug")
@@ -805,8 +802,7 @@ class LiveProgress:
 # -- checks and helpers -------------------------------------------------------------------------
 
 def _gate_limits(spec: str):
-    import analysis
-
+    from restartbench import analysis
     return analysis.load_limits(None if spec == "default" else spec)
 
 

@@ -293,8 +293,7 @@ def shrink(plan: Plan, trial: Callable[[Plan, str], Trial], left: Callable[[], f
 def gate_judge(limits: dict | None, bugs: tuple[str, ...] = (), allow: tuple[str, ...] = ()):
     """Judge a run with the gate (aimed at ``bugs``, ``allow`` passing): (verdict, failed checks, its
     findings, reason)."""
-    import analysis
-
+    from restartbench import analysis
     def judge(outcome: RunOutcome) -> tuple[str, list[str], list[str], str]:
         if outcome.status != "complete":
             return "skip", [], [], outcome.meta.get("reason", "") or outcome.status

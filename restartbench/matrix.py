@@ -293,8 +293,7 @@ def run_matrix(cell_list: Sequence[Cell], base_config: RunConfig,
     A foreign-arch cell is followed by its ``controls`` (``restartbench.controls``: the same revision for
     this machine, native and emulated), which the verdict uses to tell arch effects from the emulator's;
     ``bugs``/``allow`` aim the verdict (``analysis.gate.Aim``)."""
-    import analysis
-
+    from restartbench import analysis
     report = report or (lambda e: None)
     t_start = time.monotonic()
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -390,8 +389,7 @@ def _save(result: MatrixResult, opened: list, html: bool) -> None:
     out = result.path
     out.mkdir(parents=True, exist_ok=True)
     if result.table is not None:
-        import analysis
-
+        from restartbench import analysis
         analysis.write_csv(result.table, out / "compare.csv")
         if html:
             analysis.write_report(opened, out / "report.html", gate=result.verdict)

@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis import summarize, write_summary
-from analysis.metrics import configured_counts, slope
-from analysis.windows import AFTER, BEFORE, BETWEEN, WARMUP, WINDOW, assign, restart_windows
+from restartbench.analysis import summarize, write_summary
+from restartbench.analysis.metrics import configured_counts, slope
+from restartbench.analysis.windows import AFTER, BEFORE, BETWEEN, WARMUP, WINDOW, assign, restart_windows
 from analysis_fixtures import (MiB, Tree, clean_run, requests_frame, restarts_frame,
                                write_run)
 from restartbench.results import FormatError, read_run
@@ -404,7 +404,39 @@ def test_client_timeout_from_run_json(tmp_path):
 
 
 def test_a_million_requests_summarise_quickly():
-    from analysis.bench_scale import measure
+    from restartbench.analysis.bench_scale import measure
     result = measure(1_000_000)            # 10 M take ~2.5 s on a 2-core VM; see bench_scale
     assert result["restarts"] == 39
     assert result["summarize_s"] < 5.0
+
+
+def test_analysis_reads_the_run_and_nothing_else(tmp_path):
+    """The same run gives the same summary anywhere: analysed in a process whose HOME is empty (no
+    build cache, no source mirrors), with no RESTARTBENCH_* settings and, where it can be had, no
+    network (a new network namespace), summary.json is the one analysed here."""
+    import json
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from restartbench.analysis import summarize
+    from restartbench.results import read_run
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(Path(__file__).parent / "data" / "unit" / "runs" / "1.35.0-router-segv", run_dir)
+    here = summarize(read_run(run_dir))
+    (tmp_path / "home").mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RESTARTBENCH_")} | {
+        "HOME": str(tmp_path / "home")}
+    code = ("import json, sys; from restartbench.analysis import summarize; from restartbench.results import "
+            "read_run; print(json.dumps(summarize(read_run(sys.argv[1]))))")
+    argv = [sys.executable, "-c", code, str(run_dir)]
+    if shutil.which("unshare") and os.geteuid() == 0:
+        argv = ["unshare", "--net", *argv]
+    out = subprocess.run(argv, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout) == json.loads(json.dumps(here))
+    assert not (tmp_path / "home" / ".cache" / "restartbench").exists()    # no cache of ours (matplotlib
+    # keeps its font cache there: a library's, not an input)

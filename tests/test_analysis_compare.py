@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 from rich.console import Console
 
-from analysis import compare_table, write_csv, write_summary
-from analysis.compare import bootstrap_ci, render
+from restartbench.analysis import compare_table, write_csv, write_summary
+from restartbench.analysis.compare import bootstrap_ci, render
 from analysis_fixtures import Tree, requests_frame, restarts_frame, write_run
 from restartbench.results import write_json
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from analysis import GateInputError, evaluate, load_limits, summarize
-from analysis.compare import compare_table, finding_table, write_csv
-from analysis.findings import SITES, check_ids, counts, fisher_greater, sites, wilson
+from restartbench.analysis import GateInputError, evaluate, load_limits, summarize
+from restartbench.analysis.compare import compare_table, finding_table, write_csv
+from restartbench.analysis.findings import SITES, check_ids, counts, fisher_greater, sites, wilson
 from analysis_fixtures import Tree, requests_frame, restarts_frame, write_run
 
 TIMES = [10.0, 15.0, 20.0, 25.0]
@@ -69,7 +69,7 @@ def test_an_unexplained_failure_is_an_unnamed_finding_named_where_it_failed(tmp_
     meta = json.loads((run.path / "run.json").read_text())
     s = summarize(run)
     s["known_bugs"] = []            # a catalogue without the router entry: the row is nobody's known bug
-    from analysis.gate import GateResult, judge_run, limits_for
+    from restartbench.analysis.gate import GateResult, judge_run, limits_for
 
     result = GateResult()
     judge_run(result, run, s, limits_for(s, load_limits()))

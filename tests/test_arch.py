@@ -238,8 +238,7 @@ def test_emulated_run_end_to_end(emulated, tmp_path):
     assert main.generation.nunique() == 4                     # one server per generation, all seen
     assert main.rss.max() < 2 << 30                           # the pooling allocator stayed off
     assert r.meta["survivors"] == []
-    import analysis
-
+    from restartbench import analysis
     s = analysis.summarize(r)
     assert s["overall"]["lingering_max"] == 0
     assert all(x["recovered"] for x in s["restarts"])

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from analysis import catalogue, evaluate, summarize
-from analysis.catalogue import CatalogueError, Match, load, match
+from restartbench.analysis import catalogue, evaluate, summarize
+from restartbench.analysis.catalogue import CatalogueError, Match, load, match
 from analysis_fixtures import clean_run
 
 GATE_SOURCE = (Path(catalogue.__file__).parent / "gate.py").read_text()
@@ -173,7 +173,7 @@ def test_the_hang_face_at_low_load(unit_install, tmp_path):
 def test_a_build_of_ours_is_placed_by_the_fixes_its_record_names(tmp_path, monkeypatch):
     """Before or after a fix is decided when the build is made (build.json ``fixes``), not by asking a
     source mirror during analysis: with HOME empty and no cache the note is the same."""
-    from analysis.catalogue import _version_note, load
+    from restartbench.analysis.catalogue import _version_note, load
 
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("RESTARTBENCH_CACHE", str(tmp_path / "none"))

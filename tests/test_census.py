@@ -1,5 +1,7 @@
 """The census on a real process tree this test spawns: roles, generations, a zombie, a lingering child."""
 
+import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -12,8 +14,8 @@ from restartbench import procs
 from restartbench.census import Census
 
 # A parent that starts two "app" children at once, one more once the test has marked a restart
-# (the file argv[1] exists), leaves one child unreaped (a zombie) and keeps the first children alive
-# (they "linger" past the restart).
+# (the file argv[1] exists), and one the test kills once the census has seen it alive, left unreaped
+# (a zombie); the first children stay alive (they "linger" past the restart).
 TREE = textwrap.dedent("""
     import os, subprocess, sys, time
     py = sys.executable
@@ -22,7 +24,7 @@ TREE = textwrap.dedent("""
     while not os.path.exists(sys.argv[1]) and time.monotonic() < deadline:
         time.sleep(0.01)
     new = subprocess.Popen([py, "-c", "import time; time.sleep(30)", "role=app"])
-    z = subprocess.Popen([py, "-c", "import time; time.sleep(0.3)", "role=zombie"])  # never waited for
+    z = subprocess.Popen([py, "-c", "import time; time.sleep(30)", "role=zombie"])  # killed by the test, never waited for
     time.sleep(30)
 """)
 
@@ -57,6 +59,8 @@ def test_census_roles_generations_zombie_and_lingering(tree):
         assert procs.wait_until(lambda: (_last(census).role == "app").sum() == 2, 20, 0.02)
         census.note_restart(time.monotonic() - t0)   # "restart" between the first and second births
         tree.go.touch()
+        assert procs.wait_until(lambda: (_last(census).role == "other").sum() == 1, 20, 0.02)  # seen alive
+        os.kill(int(_last(census).query("role == 'other'").pid.iloc[0]), signal.SIGKILL)
         assert procs.wait_until(lambda: set(_last(census).state) >= {"zombie"}
                                 and (_last(census).role == "app").sum() == 3, 20, 0.02)
         rounds = census.rounds

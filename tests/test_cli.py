@@ -110,8 +110,8 @@ def test_a_run_is_analysed_once_for_its_tables_summary_gate_and_report(tmp_path,
     import json
     import shutil
 
-    import analysis
-    import analysis.summary as summary_mod
+    from restartbench import analysis
+    import restartbench.analysis.summary as summary_mod
     from restartbench.run import RunOutcome
 
     run_dir = tmp_path / "run"

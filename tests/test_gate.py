@@ -7,8 +7,8 @@ import tomllib
 import numpy as np
 import pytest
 
-from analysis import GateInputError, evaluate, load_limits, open_runs
-from analysis.gate import DEFAULT_PATH, DEFAULTS, min_p, relative_effect, render
+from restartbench.analysis import GateInputError, evaluate, load_limits, open_runs
+from restartbench.analysis.gate import DEFAULT_PATH, DEFAULTS, min_p, relative_effect, render
 from analysis_fixtures import (MiB, Tree, clean_run, requests_frame, restarts_frame,
                                write_run)
 from rich.console import Console
@@ -257,7 +257,7 @@ def test_emulated_runs_are_judged_with_the_emulated_limits(tmp_path):
 def test_crashes_of_replaced_processes_are_judged_as_a_rate(k, n, verdict):
     """Replaced processes crashing at every restart (1.32.0) fails from 3 restarts on; a rare race
     (1.32.1: ~8% of restarts) does not; with fewer restarts a crash cannot be told from the race."""
-    from analysis.gate import CRASH_ALPHA, GateResult, crash_rate_check
+    from restartbench.analysis.gate import CRASH_ALPHA, GateResult, crash_rate_check
 
     result = GateResult()
     crash_rate_check(result, "run", k, n, 0.10, CRASH_ALPHA, "old app processes crashed", "no restarts")
@@ -268,7 +268,7 @@ def test_crashes_of_replaced_processes_are_judged_as_a_rate(k, n, verdict):
 
 
 def test_a_crash_rate_limit_can_be_switched_off():
-    from analysis.gate import GateResult, crash_rate_check
+    from restartbench.analysis.gate import GateResult, crash_rate_check
 
     result = GateResult()
     crash_rate_check(result, "run", 3, 3, False, 0.002, "", "")

@@ -189,7 +189,7 @@ def test_real_build_is_registered_and_recorded(built_1_32_1, capsys):
 def test_real_build_runs_a_short_scenario(built_1_32_1, tmp_path):
     """The built 1.32.1 serves through restarts and passes the gate, as the shared 1.32.1 does; its
     run.json says which commit, configure line and toolchain made it."""
-    import analysis
+    from restartbench import analysis
     from restartbench.run import run
 
     inst = units.installation_of(built_1_32_1)

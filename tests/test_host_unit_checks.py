@@ -261,7 +261,7 @@ def test_real_unit_run_verdict(unit_install, unit_default_run):
     build passes. Generations are exact, every process is accounted for, nothing is left."""
     from helpers import has_restart_bug
 
-    from analysis import evaluate, summarize
+    from restartbench.analysis import evaluate, summarize
 
     r = unit_default_run
     procs_ = r.processes()
@@ -292,7 +292,7 @@ def test_real_unit_run_verdict(unit_install, unit_default_run):
         if result.exit_code != 0:
             # a rare crash of the build itself (seen once: 1.35.0's router, SIGSEGV at a restart,
             # tests/data/unit/runs/1.35.0-router-segv): real, so the gate fails it; the catalogue names it
-            from analysis.catalogue import NO_MATCH
+            from restartbench.analysis.catalogue import NO_MATCH
 
             for row in result.failures():
                 assert result.explained(row) not in ("", NO_MATCH), (row.check, row.value, row.note, known)

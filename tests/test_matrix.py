@@ -351,7 +351,7 @@ def test_bisect_over_installations_shows_its_runs(tmp_path, registry):
     """On registered builds (real executables), with run dirs: the result names the runs that show it."""
     native = [i for i in registry if i.arch == HOST and i.flavor == "unit"]
     fake = fake_run(tmp_path, bad_versions={"1.32.0"})
-    import analysis
+    from restartbench import analysis
     from restartbench.results import read_run
 
     def run_cell(inst):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from analysis import evaluate, write_report
+from restartbench.analysis import evaluate, write_report
 from analysis_fixtures import MiB, Tree, clean_run, requests_frame, restarts_frame, write_run
 
 CHROMIUM = Path("/usr/bin/chromium")

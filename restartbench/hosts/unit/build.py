@@ -814,7 +814,7 @@ def fixes_contained(src: Source, commit: str) -> dict[str, bool | None]:
     ``commit`` contains it (descends from it), as the source's history says at build time (None: the
     source does not know that commit, e.g. a fix of the other flavor). Recorded in build.json, so the
     analysis places a build relative to a fix from the run's own files."""
-    from analysis.catalogue import fix_commits
+    from restartbench.analysis.catalogue import fix_commits
 
     out: dict[str, bool | None] = {}
     for fix in fix_commits():
