@@ -128,10 +128,6 @@ class Finding:
     def describe(self) -> dict[str, Any]:
         return {**asdict(self), "rate": round(self.rate, 4) if self.n else None}
 
-    @classmethod
-    def of(cls, d: dict[str, Any]) -> "Finding":
-        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
-
 
 def per_of(fid: str) -> str:
     """What a finding's rate counts (``restart`` or ``run``), from its id alone: a known bug located
@@ -159,6 +155,13 @@ def attribute(check: str, known: Sequence[dict[str, Any]], present: Sequence[Sit
     return [s.id for s in present if s.check == check] or [SITES[check][0]]
 
 
+def _counted(f: Finding, n: int) -> Finding:
+    """``f`` with its k/n: the restarts it was seen at of the run's ``n`` (per restart), else 1/1."""
+    if f.per == "restart":
+        f.k, f.n = max(1, len(f.restarts)), n
+    return f
+
+
 def findings(summary: dict[str, Any], meta: dict[str, Any], failing: dict[str, list[str]]) -> list[Finding]:
     """A run's findings: every catalogue entry it matched (summary.json ``known_bugs``), then every
     unnamed one; ``failing`` maps each failing gate check to its findings (``attribute``)."""
@@ -180,9 +183,7 @@ def findings(summary: dict[str, Any], meta: dict[str, Any], failing: dict[str, l
                     "restart" if at else "run", evidence=list(m.get("evidence") or []),
                     upstream=list(m.get("upstream") or []), advice=m.get("advice", ""),
                     version_note=m.get("version_note", ""), sites=[s.id for s in located])
-        if f.per == "restart":
-            f.k, f.n = max(1, len(restarts)), n
-        out.append(f)
+        out.append(_counted(f, n))
     have = {f.id for f in out}
     for fid in dict.fromkeys(fid for ids in failing.values() for fid in ids if fid not in have):
         check, per_restart = STEMS[_SITE.match(fid).group("stem")]
@@ -193,9 +194,7 @@ def findings(summary: dict[str, Any], meta: dict[str, Any], failing: dict[str, l
                     "restart" if per_restart else "run",
                     evidence=[f"seen at restart(s) {', '.join(map(str, restarts))}"] if restarts else [],
                     sites=[fid])
-        if f.per == "restart":
-            f.k, f.n = max(1, len(restarts)), n
-        out.append(f)
+        out.append(_counted(f, n))
     return out
 
 

@@ -168,10 +168,6 @@ class Aim:
         return {"bugs": list(self.bugs), "allow": list(self.allow)}
 
 
-#: what a row's verdict becomes under the question asked (``GateResult.outcome``)
-OUTCOMES = ("pass", "fail", "skip", "not asked", "allowed", "emulation effect")
-
-
 @dataclass
 class GateResult:
     rows: list[GateRow] = field(default_factory=list)

@@ -22,9 +22,6 @@ from . import arches, hosts
 from .hosts.base import Installation, InstallationError
 from .run import Progress, RunConfig, RunOutcome, run
 
-KINDS = ("native", "emulated")
-
-
 def needs_control(installation: Installation) -> bool:
     """A foreign-arch build run under emulation (a control is for those only)."""
     return installation.emulated and installation.arch != arches.host_arch()
