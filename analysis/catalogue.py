@@ -276,7 +276,7 @@ def _version_note(bug: Bug, version: str | None, fixes: dict[str, Any] | None = 
         return ""
     if version in bug.affected:
         return f"{version} is a known affected version"
-    from restartbench.hosts.base import version_key
+    from restartbench.versions import version_key
 
     fixed = [v for v in bug.fixed_in if version_key(v) <= version_key(version)]
     if fixed:

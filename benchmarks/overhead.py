@@ -292,7 +292,7 @@ def measure_census(quick: bool, work: Path) -> dict:
         cpu, wall = m["self_cpu_s"], m["wall_s"]
         frame = census.frame()
     finally:
-        procs.stop_group(root, 1.0, signal.SIGKILL)
+        procs.stop_tree(root, 1.0, signal.SIGKILL)
     last = frame[frame.t == frame.t.max()]
     return {"value": 100.0 * cpu / wall, "cpu_s": cpu, "wall_s": wall, "rounds": census.rounds,
             "ms_per_round": 1000.0 * cpu / max(1, census.rounds), "tree_processes": n,

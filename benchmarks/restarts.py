@@ -38,7 +38,7 @@ from pathlib import Path
 
 from restartbench import analysis
 from restartbench import arches, hosts, installations, read_run, scenarios
-from restartbench.hosts.base import version_key
+from restartbench.versions import version_key
 from restartbench.load import LoadSpec
 from restartbench.run import REPO, ConfigError, Interrupted, RunConfig, run
 

@@ -12,7 +12,7 @@ import struct
 import subprocess
 from pathlib import Path
 
-from .hosts.base import InstallationError
+from .errors import InstallationError
 
 #: ELF e_machine -> our arch names
 _ELF_MACHINES = {0x3E: "x86_64", 0xB7: "aarch64", 0x03: "i386", 0x28: "arm", 0xF3: "riscv64"}

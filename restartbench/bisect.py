@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 from . import results
-from .hosts.base import Installation, version_key
+from .hosts.base import Installation
+from .versions import version_key
 from .run import Interrupted, Progress, RunConfig, run
 
 #: a judge's answer for one run: passes (True) / fails (False) / cannot tell (None), the failing

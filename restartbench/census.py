@@ -34,7 +34,7 @@ import pandas as pd
 import psutil
 
 from . import results
-from .hosts.base import process_title
+from .procs import process_title
 
 #: seconds to add to a boot-relative time (/proc starttime) to get a time.monotonic() reading
 _BOOT_TO_MONO = time.monotonic() - time.clock_gettime(time.CLOCK_BOOTTIME)

@@ -19,7 +19,8 @@ import dataclasses
 from typing import Callable
 
 from . import arches, hosts
-from .hosts.base import Installation, InstallationError
+from .errors import InstallationError
+from .hosts.base import Installation
 from .run import Progress, RunConfig, RunOutcome, run
 
 def needs_control(installation: Installation) -> bool:

@@ -12,7 +12,8 @@ executable runs under a user-mode emulator (``runner`` prefix), recorded as ``em
 from __future__ import annotations
 
 from . import hosts
-from .hosts.base import Candidate, Installation, InstallationError
+from .errors import InstallationError
+from .hosts.base import Candidate, Installation
 
 
 def resolve(spec: str, arch: str | None = None) -> Installation:

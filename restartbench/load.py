@@ -22,7 +22,6 @@ import glob
 import json
 import math
 import os
-import signal
 import subprocess
 import sys
 from dataclasses import asdict, dataclass
@@ -33,7 +32,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from . import procs, results
-from .hosts.base import free_port
+from .net import free_port
 
 LOCUSTFILE = Path(__file__).resolve().parent.parent / "locustfiles" / "restart_load.py"
 
@@ -140,7 +139,7 @@ class Load:
         """Stop Locust (SIGTERM lets it flush its files), then kill its whole session."""
         if self.proc is None:
             return True
-        return procs.stop_group(self.proc, grace_s, signal.SIGTERM)
+        return procs.stop_tree(self.proc, grace_s).exited
 
     def files(self) -> list[str]:
         return sorted(glob.glob(str(self.record_dir / "requests-*.csv")))

@@ -18,16 +18,17 @@ from __future__ import annotations
 import dataclasses
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Sequence
 
 from . import hosts, installations, results, scenarios, tools
 from .arches import host_arch, normalize_arch
 from .installations import InstallationError
 from .run import ConfigError, Interrupted, Progress, RunConfig, RunOutcome, interruptible, run
 from .scenarios import Scenario
-from .hosts.base import Installation, version_key
+from .hosts.base import Installation
+from .versions import version_key
 
 ALL = "*"                          # unit@* : every usable build of that kind
 

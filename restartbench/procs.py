@@ -23,7 +23,8 @@ import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Iterable, Iterator, Sequence
 
 import psutil
 
@@ -79,11 +80,13 @@ def spawn(argv: Sequence[str], *, vmem_cap: int | None = None, **kwargs) -> subp
 
     proc = subprocess.Popen(list(argv), start_new_session=True, preexec_fn=pre_exec,
                             stdin=subprocess.DEVNULL, **kwargs)
+    _registered.add(proc.pid)
     _tell_reaper(f"+{proc.pid}")
     return proc
 
 
 _reaper: subprocess.Popen | None = None
+_registered: set[int] = set()
 
 
 def _tell_reaper(line: str) -> None:
@@ -100,28 +103,74 @@ def _tell_reaper(line: str) -> None:
         _reaper = None
 
 
-def stop_group(proc: subprocess.Popen, grace_s: float, sig: int = signal.SIGTERM) -> bool:
-    """Send ``sig`` to ``proc``, wait up to ``grace_s`` for it, then SIGKILL its whole session.
-    Returns True when it exited on its own. Never blocks longer than ``grace_s`` + 2 s."""
-    graceful = True
-    if proc.poll() is None:
+@dataclass
+class Stopped:
+    """How a process tree ended under ``stop_tree``."""
+
+    exited: bool = True             # the leader exited on its own within the grace time
+    graceful: bool = True           # so did every other process of the tree
+    survivors: list[dict] = field(default_factory=list)    # what was left for SIGKILL (describe_process)
+    unkillable: list[dict] = field(default_factory=list)   # what even SIGKILL left alive
+    stop_s: float = 0.0
+
+
+def stop_tree(leader: subprocess.Popen | int, grace_s: float, sig: int = signal.SIGTERM, *,
+              tracked: Iterable[psutil.Process] = (), mark=lambda event: None, describe=None) -> Stopped:
+    """The one way the suite stops a process tree: ``sig`` to ``leader`` (a session leader, as a Popen or
+    a pid), a wait of up to ``grace_s`` for it, its session and every ``tracked`` process (members that
+    left the session) to exit, then SIGKILL for what is left. ``mark(event)`` is told ``stop: <SIG>``
+    just before each signal goes out; ``describe(proc)`` records a survivor (default
+    ``describe_process``). Bounded: returns within ``grace_s`` + ~4 s whatever the processes do."""
+    t = time.monotonic()
+    popen = leader if isinstance(leader, subprocess.Popen) else None
+    sid = popen.pid if popen is not None else int(leader)
+    tracked = [p for p in tracked if p.pid != sid]
+    describe = describe or describe_process
+
+    def leader_alive() -> bool:
+        if popen is not None:
+            return popen.poll() is None
+        p = _proc_or_none(sid)
+        return p is not None and alive(p)
+
+    def left() -> list[psutil.Process]:
+        members = {p.pid: p for p in session_members(sid)}
+        members.update({p.pid: p for p in tracked if p.pid not in members and alive(p)})
+        members.pop(os.getpid(), None)
+        return list(members.values())
+
+    mark(f"stop: {signal.Signals(sig).name}")
+    if leader_alive():
         try:
-            proc.send_signal(sig)
+            os.kill(sid, sig)
         except ProcessLookupError:
             pass
+    wait_until(lambda: not leader_alive() and not left(), grace_s, step_s=0.02)
+    out = Stopped(exited=not leader_alive())
+    rest = left()
+    out.survivors = [describe(p) for p in rest]
+    out.graceful = not rest
+    if rest and sig != signal.SIGKILL:
+        mark("stop: SIGKILL")
+    _kill_session(sid)
+    for p in rest:
+        if alive(p):
+            try:
+                p.kill()
+            except psutil.Error:
+                pass
+    wait_until(lambda: not any(alive(p) for p in rest), 2.0, step_s=0.01)
+    if popen is not None:
         try:
-            proc.wait(timeout=grace_s)
+            popen.wait(timeout=2)
         except subprocess.TimeoutExpired:
-            graceful = False
-    kill_session(proc.pid)
-    try:
-        proc.wait(timeout=2)
-    except subprocess.TimeoutExpired:
-        pass
-    return graceful
+            pass
+    out.unkillable = [describe_process(p) for p in rest if alive(p)]
+    out.stop_s = time.monotonic() - t
+    return out
 
 
-def kill_session(sid: int) -> list[int]:
+def _kill_session(sid: int) -> list[int]:
     """SIGKILL every process of session ``sid`` (its process group and members that left it)."""
     killed = []
     try:
@@ -137,7 +186,8 @@ def kill_session(sid: int) -> list[int]:
             continue
     if killed:                        # wait until gone or a zombie (init reaps those, not us)
         wait_until(lambda: not session_members(sid), 2.0, step_s=0.01)
-    if not session_members(sid):
+    if not session_members(sid) and sid in _registered:
+        _registered.discard(sid)
         _tell_reaper(f"-{sid}")
     return killed
 
@@ -165,20 +215,56 @@ def describe_process(proc: psutil.Process) -> dict:
         return {"pid": proc.pid, "title": "", "state": "gone"}
 
 
-def terminate_session(sid: int, grace_s: float, sig: int = signal.SIGTERM,
-                      pid: int | None = None) -> tuple[bool, list[dict]]:
-    """Stop session ``sid`` (its leader, or ``pid``, gets ``sig``), wait up to ``grace_s`` for every member
-    to exit, then SIGKILL what is left. Returns (exited on its own, survivors recorded before the kill).
-    Bounded: returns within ``grace_s`` + ~2 s whatever the processes do."""
+def process_title(proc: psutil.Process) -> str:
+    """A process's title as ``ps args`` shows it (cmdline joined); empty if it vanished."""
     try:
-        os.kill(pid or sid, sig)
-    except ProcessLookupError:
+        return " ".join(proc.cmdline()) or proc.name()
+    except psutil.ZombieProcess:
+        try:
+            return proc.name()          # a zombie has no cmdline left, only its comm
+        except psutil.Error:
+            return ""
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return ""
+
+
+def tree(root_pid: int, extra: set[int] = frozenset()) -> list[psutil.Process]:
+    """The live processes under ``root_pid`` (root included) plus ``extra`` pids still alive
+    (descendants that were reparented away from the tree)."""
+    found: dict[int, psutil.Process] = {}
+    try:
+        root = psutil.Process(root_pid)
+        found[root.pid] = root
+        for child in root.children(recursive=True):
+            found[child.pid] = child
+    except psutil.NoSuchProcess:
         pass
-    wait_until(lambda: not session_members(sid), grace_s, step_s=0.02)
-    left = session_members(sid)
-    survivors = [describe_process(p) for p in left]
-    kill_session(sid)                # also releases the session from the reaper
-    return not left, survivors
+    for pid in extra:
+        if pid not in found:
+            try:
+                found[pid] = psutil.Process(pid)
+            except psutil.NoSuchProcess:
+                pass
+    return list(found.values())
+
+
+def exit_reason(returncode: int | None) -> str:
+    """A Popen returncode in words."""
+    if returncode is None:
+        return "still running"
+    if returncode < 0:
+        try:
+            return f"killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"killed by signal {-returncode}"
+    return f"exit status {returncode}"
+
+
+def alive(p: psutil.Process) -> bool:
+    try:
+        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
 
 
 def _proc_or_none(pid: int) -> psutil.Process | None:

@@ -17,7 +17,6 @@ import platform
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -35,7 +34,8 @@ from .load import Load, LoadSpec
 from . import procs
 from .procs import describe_process
 from .scenarios import Scenario
-from .hosts.base import Installation, RestartReply, Target, TargetError
+from .errors import TargetError
+from .hosts.base import Installation, RestartReply, Target
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_RESULTS = REPO / "results" / "runs"

@@ -17,7 +17,7 @@ def unit_candidates() -> tuple:
     """Every Unit build declared on this machine, usable or not, in version order (empty if none);
     discovered once per test session (it runs each ``unitd --version``)."""
     from restartbench.hosts.unit import discovery as units
-    from restartbench.hosts.base import version_key
+    from restartbench.versions import version_key
     from restartbench.installations import InstallationError
 
     try:

@@ -4,20 +4,17 @@ that say what to install, and the embedded host under emulation (one request her
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 import time
 import zipfile
 from pathlib import Path
 
-import pandas as pd
 import psutil
 import pytest
 
 from restartbench import arches
 from restartbench import LoadSpec, RunConfig, apps, installations, read_run, run, scenarios, tools
 from restartbench.installations import InstallationError
-from restartbench.hosts.base import process_title
+from restartbench.procs import process_title
 from restartbench.hosts.wasmtime import EMULATED_FLAGS, EMULATED_VMEM_CAP, WasmtimeTarget
 
 HOST = arches.host_arch()

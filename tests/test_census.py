@@ -43,7 +43,7 @@ def tree(tmp_path):
     proc = procs.spawn([sys.executable, "-c", TREE, str(go)])
     proc.go = go
     yield proc
-    procs.stop_group(proc, 1.0)
+    procs.stop_tree(proc, 1.0)
 
 
 def _last(census: Census):
@@ -100,7 +100,7 @@ def test_census_keeps_watching_reparented_descendants():
         assert final.role.tolist() == ["app"]
         assert final.ppid.tolist() != [parent.pid]
     finally:
-        procs.kill_session(parent.pid)
+        procs.stop_tree(parent.pid, 0.0, signal.SIGKILL)
         parent.wait()
 
 

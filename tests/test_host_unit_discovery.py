@@ -13,7 +13,7 @@ import pytest
 from restartbench import arches
 from restartbench import installations, tools
 from restartbench.hosts.unit import discovery as units
-from restartbench.hosts.base import version_key
+from restartbench.versions import version_key
 from restartbench.installations import InstallationError
 
 DATA = Path(__file__).parent / "data" / "unit"

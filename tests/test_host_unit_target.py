@@ -20,7 +20,8 @@ import pytest
 from helpers import has_restart_bug, http_get
 
 from restartbench import procs
-from restartbench.hosts.base import Installation, TargetError
+from restartbench.errors import TargetError
+from restartbench.hosts.base import Installation
 from restartbench.hosts.unit.processes import LogRoles, parse_title, unit_role
 from restartbench.hosts.unit.target import Reply, UnitTarget, control, flatten_status, shutdown
 
@@ -475,7 +476,7 @@ def _running(pid: int) -> bool:
 
 
 def _roles(target: UnitTarget) -> dict[int, str]:
-    from restartbench.hosts.base import process_title, tree
+    from restartbench.procs import process_title, tree
 
     out = {}
     for root in target.roots():

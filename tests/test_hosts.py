@@ -6,13 +6,13 @@ from __future__ import annotations
 import re
 import sys
 import textwrap
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from restartbench import hosts, installations, scenarios
-from restartbench.hosts.base import Host, InstallationError, version_key
+from restartbench.errors import InstallationError
+from restartbench.versions import version_key
 from restartbench.run import ConfigError, RunConfig, validate
 
 REPO = Path(__file__).resolve().parent.parent

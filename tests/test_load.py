@@ -19,7 +19,7 @@ import pytest
 from restartbench import apps, installations, procs
 from restartbench.hosts import wasmtime as wasmtime_host
 from restartbench.load import LOCUSTFILE, Load, LoadSpec, read_records
-from restartbench.hosts.base import free_port
+from restartbench.net import free_port
 from restartbench.hosts.wasmtime import WasmtimeTarget
 
 
@@ -174,7 +174,7 @@ def test_distributed_master_collects_rows_and_clock_offsets_of_loopback_workers(
             w.wait(timeout=10)                  # workers quit with their master
     finally:
         for w in workers:
-            procs.stop_group(w, 1.0)
+            procs.stop_tree(w, 1.0)
         load.stop()
     files = [Path(f).name for f in load.files()]
     assert len(files) == 2 and all(f.startswith("requests-w-") for f in files)

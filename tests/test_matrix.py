@@ -15,7 +15,7 @@ from analysis_fixtures import Tree, clean_run, requests_frame, restarts_frame, w
 from restartbench import arches
 from restartbench import cli, installations, matrix, scenarios, tools
 from restartbench.installations import InstallationError
-from restartbench.hosts.base import version_key
+from restartbench.versions import version_key
 from restartbench.matrix import Cell, MatrixInputError, cells, run_matrix
 from restartbench import bisect as bisect_mod
 from restartbench.bisect import BisectInputError, bisect, search

@@ -1,8 +1,6 @@
 """End-to-end runs against the real wasmtime host: the results directory, in-flight requests, teardown."""
 
-import json
 
-import pandas as pd
 import psutil
 import pytest
 

@@ -18,7 +18,8 @@ import importlib
 import pkgutil
 from typing import Any
 
-from .base import Host, Installation, InstallationError
+from ..errors import InstallationError
+from .base import Host, Installation
 
 
 class UnknownHost(InstallationError):

@@ -21,36 +21,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
-import signal
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
-import psutil
 
 if TYPE_CHECKING:                   # annotations only: the results and scenario modules never import hosts
     from ..results import Run
     from ..scenarios import Scenario
-
-
-class InstallationError(ValueError):
-    """A target that cannot be resolved; the message says what to install or set."""
-
-
-def version_key(version: str) -> tuple:
-    """The one version order of restartbench (builds, cells, asv parameters, the catalogue): PEP 440
-    when ``version`` parses (1.4.0 < 1.32.0 < 1.32.1 < 1.35.0rc1 < 1.35.0; a leading ``v`` is
-    dropped), else by the numbers in it; unparsable versions sort after parsable ones."""
-    from packaging.version import InvalidVersion, Version
-
-    text = str(version).strip().removeprefix("v")
-    try:
-        return (0, Version(text), ())
-    except InvalidVersion:
-        nums = tuple(int(n) for n in re.findall(r"\d+", text))
-        return (1 if nums else 2, nums, text)
 
 
 @dataclass(frozen=True)
@@ -129,10 +107,6 @@ class StopReport:
     survivors: list[dict[str, Any]] = field(default_factory=list)
     findings: list[dict[str, Any]] = field(default_factory=list)
     stop_s: float = 0.0
-
-
-class TargetError(RuntimeError):
-    """The host could not be started or driven (not a finding about restarts: a run failure)."""
 
 
 class Target(Protocol):
@@ -284,90 +258,3 @@ class Host:
         """This host's own checks of a finished run (its log, its status counters), as a JSON-able
         dict in the shape docs/results.md gives for ``host_checks``; None: it has none."""
         return None
-
-
-# -- helpers shared by targets ------------------------------------------------------------------
-
-def exit_reason(returncode: int | None) -> str:
-    """A Popen returncode in words."""
-    if returncode is None:
-        return "still running"
-    if returncode < 0:
-        try:
-            return f"killed by {signal.Signals(-returncode).name}"
-        except ValueError:
-            return f"killed by signal {-returncode}"
-    return f"exit status {returncode}"
-
-
-def process_title(proc: psutil.Process) -> str:
-    """A process's title as ``ps args`` shows it (cmdline joined); empty if it vanished."""
-    try:
-        return " ".join(proc.cmdline()) or proc.name()
-    except psutil.ZombieProcess:
-        try:
-            return proc.name()          # a zombie has no cmdline left, only its comm
-        except psutil.Error:
-            return ""
-    except (psutil.NoSuchProcess, psutil.AccessDenied):
-        return ""
-
-
-def tree(root_pid: int, extra: set[int] = frozenset()) -> list[psutil.Process]:
-    """The live processes of a host: ``root_pid``'s descendants plus ``extra`` pids still alive
-    (descendants that were reparented away from the tree), root included."""
-    procs: dict[int, psutil.Process] = {}
-    try:
-        root = psutil.Process(root_pid)
-        procs[root.pid] = root
-        for child in root.children(recursive=True):
-            procs[child.pid] = child
-    except psutil.NoSuchProcess:
-        pass
-    for pid in extra:
-        if pid not in procs:
-            try:
-                procs[pid] = psutil.Process(pid)
-            except psutil.NoSuchProcess:
-                pass
-    return list(procs.values())
-
-
-def http_url(host: str, port: int) -> str:
-    """``http://host:port`` with an IPv6 host bracketed."""
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port on ``host`` that is free now (bound and released)."""
-    import socket
-
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
-def wait_http(url: str, timeout_s: float, proc_alive=lambda: True) -> float:
-    """Poll ``url`` until it answers any HTTP status; return seconds taken. Raise TargetError on timeout
-    or when ``proc_alive()`` turns false."""
-    import http.client
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(url)
-    t = time.monotonic()
-    last = ""
-    while time.monotonic() - t < timeout_s:
-        if not proc_alive():
-            raise TargetError(f"host exited before {url} answered")
-        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=2)
-        try:
-            conn.request("GET", parts.path or "/")
-            conn.getresponse().read()
-            return time.monotonic() - t
-        except OSError as exc:
-            last = str(exc)
-        finally:
-            conn.close()
-        time.sleep(0.01)
-    raise TargetError(f"{url} did not answer within {timeout_s:g} s ({last})")

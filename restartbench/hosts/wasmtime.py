@@ -33,8 +33,10 @@ from typing import Any
 from dataclasses import dataclass
 
 from .. import arches, procs, tools
-from .base import (Candidate, Host, Installation, InstallationError, RestartReply, StopReport, TargetError,
-                   exit_reason, free_port, http_url, option, wait_http)
+from ..errors import InstallationError, TargetError
+from ..net import free_port, http_url, wait_http
+from ..procs import exit_reason
+from .base import Candidate, Host, Installation, RestartReply, StopReport, option
 
 RESTART_MODES = ("term", "drain")
 
@@ -128,7 +130,7 @@ class WasmtimeTarget:
                 if not procs.wait_until(lambda: old.poll() is not None, self.drain_timeout_s, step_s=0.002):
                     self.findings.append({"kind": "drain_timeout", "detail": f"pid {old.pid} still "
                                           f"draining {self.drain_timeout_s:g} s after SIGINT: SIGTERM"})
-            procs.stop_group(old, 2.0, signal.SIGTERM)
+            procs.stop_tree(old, 2.0)
         body = ""
         try:
             self._launch()
@@ -142,8 +144,8 @@ class WasmtimeTarget:
         report = StopReport(findings=list(self.findings))
         t = time.monotonic()
         if self.current is not None:
-            report.graceful, report.survivors = procs.terminate_session(self.current.pid, 5.0)
-            self.current.wait(timeout=5)
+            stopped = procs.stop_tree(self.current, 5.0)
+            report.graceful, report.survivors = stopped.graceful, stopped.survivors
             self.current = None
         report.stop_s = time.monotonic() - t
         return report

@@ -81,7 +81,7 @@ class UnitHost(Host):
         import json
 
         from ...arches import host_arch
-        from ..base import InstallationError
+        from ...errors import InstallationError
         from . import build, discovery
 
         native = host_arch()

@@ -31,7 +31,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -41,7 +40,8 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from ...arches import host_arch, normalize_arch
-from ..base import InstallationError
+from ... import procs
+from ...errors import InstallationError
 
 FLAVORS = ("unit", "freeunit")
 DEFAULT_SOURCES = {"unit": "https://github.com/nginx/unit.git",
@@ -568,7 +568,7 @@ class _Steps:
             try:
                 rc = self._wait(proc, step, t0)
             except BaseException:              # Ctrl-C, timeout: the whole make/cargo tree goes
-                _kill_group(proc)
+                procs.stop_tree(proc, 10.0)
                 raise
         self.times[step] = round(self.times.get(step, 0.0) + time.monotonic() - t0, 1)
         if check and rc != 0:
@@ -596,18 +596,6 @@ class _Steps:
             return last[m.start():].splitlines()[0][:300]
         lines = [ln for ln in last.strip().splitlines() if ln.strip()]
         return " | ".join(lines[-n:])[:300] if lines else "no output"
-
-
-def _kill_group(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=10)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait()
 
 
 def find_built(flavor: str, commit: str, arch: str) -> Built | None:

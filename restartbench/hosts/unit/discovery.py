@@ -26,7 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ...arches import elf_arch, normalize_arch, runner_for
-from ..base import Candidate, Installation, InstallationError, version_key
+from ...errors import InstallationError
+from ...versions import version_key
+from ..base import Candidate, Installation
 
 WASM_MODULE = "wasm_wasi_component.unit.so"
 PACKAGED_UNITD = Path("/usr/sbin/unitd")

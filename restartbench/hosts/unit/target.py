@@ -51,7 +51,6 @@ import os
 import pwd
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -64,8 +63,9 @@ from typing import Any, Iterable
 import psutil
 
 from ... import procs, results
-from ..base import (Installation, RestartReply, StopReport, TargetError, free_port, http_url, process_title, tree,
-                   wait_http)
+from ...errors import TargetError
+from ...net import free_port, http_url, wait_http
+from ..base import Installation, RestartReply, StopReport
 from .processes import LogRoles, unit_role
 
 APP_NAME = "restartbench"
@@ -178,67 +178,23 @@ def control(sock_path: str | Path, method: str, path: str, body: Any = None,
 
 def shutdown(proc: subprocess.Popen, tracked: Iterable[psutil.Process], grace_s: float,
              role=unit_role, mark=lambda event: None) -> StopReport:
-    """SIGTERM ``proc`` (a session leader), wait up to ``grace_s`` for it, its session and every
-    ``tracked`` process to exit, then SIGKILL what is left. Never blocks much past ``grace_s`` + 4 s.
-    ``proc`` still alive after the wait is a ``stop_hang`` finding; every process left is a survivor.
-    ``mark(event)`` is told ``stop: SIGTERM`` / ``stop: SIGKILL`` just before each signal goes out."""
-    report = StopReport()
-    t = time.monotonic()
-    tracked = [p for p in tracked if p.pid != proc.pid]
-    mark("stop: SIGTERM")
-    if proc.poll() is None:
-        try:
-            proc.send_signal(signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-
-    def left() -> list[psutil.Process]:
-        members = {p.pid: p for p in procs.session_members(proc.pid)}
-        for p in tracked:
-            if p.pid not in members and _alive(p):
-                members[p.pid] = p
-        members.pop(os.getpid(), None)
-        return list(members.values())
-
-    procs.wait_until(lambda: proc.poll() is not None and not left(), grace_s, step_s=0.02)
-    hung = proc.poll() is None
-    rest = left()
-    report.survivors = [{**procs.describe_process(p), "role": role(process_title(p))} for p in rest]
-    report.graceful = not rest
-    if hung:
+    """SIGTERM ``proc`` (unitd main, a session leader), wait up to ``grace_s`` for it, its session and every
+    ``tracked`` process to exit, then SIGKILL what is left (``procs.stop_tree``). ``proc`` still alive
+    after the wait is a ``stop_hang`` finding; every process left is a survivor. ``mark(event)`` is told
+    ``stop: SIGTERM`` / ``stop: SIGKILL`` just before each signal goes out."""
+    stopped = procs.stop_tree(proc, grace_s, tracked=tracked, mark=mark,
+                              describe=lambda p: {**procs.describe_process(p), "role": role(procs.process_title(p))})
+    report = StopReport(graceful=stopped.graceful, survivors=stopped.survivors, stop_s=stopped.stop_s)
+    if not stopped.exited:
         report.findings.append({
             "kind": "stop_hang", "pid": proc.pid,
             "detail": f"unitd main {proc.pid} was still running {grace_s:g} s after SIGTERM (the known "
-                      f"Unit shutdown hang); killed it and {len(rest) - 1} other process(es)",
-            "processes": report.survivors})
-    if rest:
-        mark("stop: SIGKILL")
-    procs.kill_session(proc.pid)          # always: also releases the session from procs' bookkeeping
-    if rest:
-        for p in rest:
-            if _alive(p):
-                try:
-                    p.kill()
-                except psutil.Error:
-                    pass
-        procs.wait_until(lambda: not any(_alive(p) for p in rest), 2.0, step_s=0.01)
-    try:
-        proc.wait(timeout=2)
-    except subprocess.TimeoutExpired:
-        pass
-    stuck = [p for p in rest if _alive(p)]
-    if stuck:
-        report.findings.append({"kind": "stop_unkillable", "detail": f"{len(stuck)} process(es) "
-                                f"survived SIGKILL: {[procs.describe_process(p) for p in stuck]}"})
-    report.stop_s = time.monotonic() - t
+                      f"Unit shutdown hang); killed it and {len(stopped.survivors) - 1} other process(es)",
+            "processes": stopped.survivors})
+    if stopped.unkillable:
+        report.findings.append({"kind": "stop_unkillable", "detail": f"{len(stopped.unkillable)} process(es) "
+                                f"survived SIGKILL: {stopped.unkillable}"})
     return report
-
-
-def _alive(p: psutil.Process) -> bool:
-    try:
-        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
 
 
 # -- the target -------------------------------------------------------------------------------
@@ -339,14 +295,7 @@ class UnitTarget:
         if self.proc is None:
             return "not started"
         code = self.proc.poll()
-        if code is None:
-            return "still running"
-        if code < 0:
-            try:
-                return f"unitd main killed by {signal.Signals(-code).name}"
-            except ValueError:
-                return f"unitd main killed by signal {-code}"
-        return f"unitd main exited with status {code}"
+        return "still running" if code is None else f"unitd main {procs.exit_reason(code)}"
 
     def roots(self) -> list[int]:
         """Main, plus any process of the tree ever seen that now lives outside it (reparented).
@@ -531,13 +480,13 @@ class UnitTarget:
         if self.proc is None or (not force and now - self._tracked_at < TRACK_EVERY_S):
             return False
         self._tracked_at = now
-        found = tree(self.proc.pid)
+        found = procs.tree(self.proc.pid)
         with self._lock:
             for p in found:
                 known = self._seen.get(p.pid)
-                if known is None or not _alive(known):
+                if known is None or not procs.alive(known):
                     self._seen[p.pid] = p
-            for pid in [pid for pid, p in self._seen.items() if not _alive(p)]:
+            for pid in [pid for pid, p in self._seen.items() if not procs.alive(p)]:
                 del self._seen[pid]
             seen = dict(self._seen)
         roots = [self.proc.pid]
