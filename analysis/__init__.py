@@ -12,11 +12,11 @@ and prints what the ``render_*`` functions return; nothing here parses arguments
 
 from .compare import compare_table, write_csv
 from .compare import render as render_compare
-from .gate import GateInputError, GateResult, evaluate, load_limits, open_runs
+from .gate import GateInputError, GateResult, evaluate, load_limits
 from .gate import render as render_gate
 from .report import write_report
 from .summary import analyze, summarize, write_summary
 
 __all__ = ["analyze", "summarize", "write_summary", "compare_table", "write_csv", "render_compare",
-           "evaluate", "load_limits", "open_runs", "GateResult", "GateInputError", "render_gate",
+           "evaluate", "load_limits", "GateResult", "GateInputError", "render_gate",
            "write_report"]

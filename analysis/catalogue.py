@@ -160,13 +160,14 @@ def _parse(cond: str, where: str = "") -> tuple[str, Any, Any]:
 
 def facts(run: Run, summary: dict[str, Any]) -> dict[str, Any]:
     """The run's facts the conditions read (see the module docstring)."""
+    info = run.info
     target = summary.get("run", {}).get("target") or run.meta.get("target") or {}
     o = summary.get("overall", {})
     load = run.meta.get("load") or {}
     out: dict[str, Any] = {
         "host": target.get("kind"), "version": target.get("version"), "flavor": target.get("flavor"),
-        "emulated": 1.0 if target.get("emulated") else 0.0,
-        "commit": (run.meta.get("target") or {}).get("commit") or None,
+        "emulated": 1.0 if info.target.emulated else 0.0,
+        "commit": info.target.commit or None,
         "fixes": ((run.meta.get("target") or {}).get("build") or {}).get("fixes"),
         "users": load.get("users"), "sleep_share": load.get("sleep_share"), "rate": load.get("rate"),
     }
@@ -174,9 +175,9 @@ def facts(run: Run, summary: dict[str, Any]) -> dict[str, Any]:
                 "window_error_rate", "lingering_max", "recovery_p95_s", "rss_slope", "fd_slope"):
         out[key] = o.get(key)
     out["resizes"] = 1.0 if any(r.get("kind") == "processes" for r in summary.get("restarts", [])) else 0.0
-    hangs = [f for f in run.meta.get("findings", []) if f.get("kind") == "stop_hang"]
+    hangs = info.findings_of("stop_hang")
     out["stop_hang"] = float(len(hangs))
-    out["survivors"] = float(len(run.meta.get("survivors") or []))
+    out["survivors"] = float(len(info.survivors))
     crashes = (summary.get("host_checks") or {}).get("crashes") or {}
     if crashes.get("measured"):
         n = o.get("restarts") or 0

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from rich.table import Table
 
-from restartbench.results import Run, read_run, write_atomic
+from restartbench.results import Run, open_runs, write_atomic
 
 from .summary import Analysis, cached_summary
 
@@ -62,12 +62,10 @@ def bootstrap_ci(values: np.ndarray, n_boot: int = 2000, seed: int = 0,
 
 def run_row(run: Run, summary: dict[str, Any]) -> dict[str, Any]:
     """A run's key columns and headline metrics (NaN where the summary has None)."""
-    target = (run.meta.get("target") or {})
-    scenario = run.meta.get("scenario") or {}
-    row = {"host": target.get("kind") or "", "target": str(target.get("name") or ""),
-           "version": str(target.get("version") or ""), "arch": target.get("arch") or "",
-           "emulated": bool(target.get("emulated")), "scenario": scenario.get("name") or "",
-           "run_id": run.run_id, "status": run.status}
+    info = run.info
+    t = info.target
+    row = {"host": t.kind, "target": t.name, "version": t.version, "arch": t.arch, "emulated": t.emulated,
+           "scenario": info.scenario, "run_id": run.run_id, "status": run.status}
     overall = summary.get("overall") or {}
     for m in HEADLINE:
         value = overall.get(m.key)
@@ -75,11 +73,6 @@ def run_row(run: Run, summary: dict[str, Any]) -> dict[str, Any]:
     row["unrecovered"] = overall.get("unrecovered") or 0
     row["known_bugs"] = ", ".join(b["id"] for b in summary.get("known_bugs") or [])
     return row
-
-
-def load_runs(paths: Iterable[Path | str | Run]) -> list[Run]:
-    """Open runs given as paths (or already opened)."""
-    return [p if isinstance(p, Run) else read_run(p) for p in paths]
 
 
 def runs_frame(pairs: Iterable[tuple[Run, dict[str, Any]]]) -> pd.DataFrame:
@@ -101,7 +94,7 @@ def compare_table(runs: Sequence[Run | Analysis | Path | str], window_s: float |
         if isinstance(item, Analysis) and item.matches(window_s, grace_s):
             pairs.append((item.run, item.summary()))
             continue
-        run = item.run if isinstance(item, Analysis) else load_runs([item])[0]
+        run = item.run if isinstance(item, Analysis) else open_runs([item])[0]
         pairs.append((run, cached_summary(run, window_s, grace_s)))
     return compare_summaries(pairs, n_boot=n_boot, seed=seed)
 

@@ -6,6 +6,8 @@ from typing import Any
 
 from rich.table import Table
 
+from restartbench.metadata import TargetInfo
+
 PHASES = (("before", "before first restart"), ("windows", "restart windows"),
           ("between", "between windows"), ("after", "after last window"))
 
@@ -70,9 +72,9 @@ def run_tables(summary: dict[str, Any], meta: dict[str, Any]) -> list[Table]:
     head = Table(title=f"run {meta['run_id']} — {summary['run']['status']}", title_justify="left", show_header=False)
     head.add_column("what")
     head.add_column("value")
-    target = meta.get("target", {})
-    head.add_row("target", f"{target.get('kind')} {target.get('version')} {target.get('arch')}"
-                 + (" (emulated: timings not comparable with native)" if target.get("emulated") else ""))
+    t = TargetInfo.of(meta.get("target"))
+    head.add_row("target", f"{t.kind} {t.version} {t.arch}"
+                 + (" (emulated: timings not comparable with native)" if t.emulated else ""))
     head.add_row("restarts", f"{o.get('restarts', 0)} ({o.get('recovered', 0)} recovered, "
                  f"{o.get('unrecovered', 0)} never)")
     head.add_row("recovery p50 / p95 / max", " / ".join(_ms(o.get(k)) for k in

@@ -26,7 +26,8 @@ from rich.table import Table
 from rich.text import Text
 from scipy.stats import binomtest, mannwhitneyu
 
-from restartbench.results import FormatError, Run, read_run
+from restartbench.metadata import SummaryInfo
+from restartbench.results import FormatError, Run
 
 from .catalogue import NO_MATCH
 from .compare import fmt
@@ -258,17 +259,6 @@ class GateResult:
 
 # -- evaluation -------------------------------------------------------------------------------
 
-def open_runs(paths: Sequence[Path | str]) -> list[Run]:
-    """Open results directories for the gate; one that is not readable is a GateInputError."""
-    runs = []
-    for path in paths:
-        try:
-            runs.append(read_run(path))
-        except FormatError as exc:
-            raise GateInputError(str(exc)) from exc
-    return runs
-
-
 def evaluate(candidates: Sequence[Run | Analysis], limits: dict[str, dict[str, Any]] | None = None,
              baseline: Sequence[Run | Analysis] | None = None, alpha: float | None = None,
              min_effect: float | None = None, *, bugs: Sequence[str] = (), allow: Sequence[str] = (),
@@ -296,7 +286,7 @@ def evaluate(candidates: Sequence[Run | Analysis], limits: dict[str, dict[str, A
     result = GateResult(aim=Aim(tuple(bugs), tuple(allow)))
     pairs = _summaries(list(candidates) + list(controls), window_s, grace_s)
     ids = {run.run_id for run, _ in pairs}
-    is_control = lambda run: (run.meta.get("control") or {}).get("of") in ids        # noqa: E731
+    is_control = lambda run: run.info.control is not None and run.info.control.of in ids   # noqa: E731
     cand = [(r, s) for r, s in pairs if not is_control(r)]
     ctrl = [(r, s) for r, s in pairs if is_control(r)]
     if not cand:
@@ -329,7 +319,7 @@ def evaluate(candidates: Sequence[Run | Analysis], limits: dict[str, dict[str, A
 
 def limits_for(summary: dict[str, Any], limits: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """The [limits] a run is judged with: [emulated] over them for an emulated run."""
-    emulated = bool(summary["run"]["target"].get("emulated"))
+    emulated = SummaryInfo.of(summary).target.emulated
     return {**limits["limits"], **(limits["emulated"] if emulated else {})}
 
 
@@ -386,7 +376,7 @@ def classify(result: GateResult, cand: list[tuple[Run, dict[str, Any]]],
     ``emulation effect`` (shown, never failing: the emulator, not the arch)."""
     alpha = limits["findings"]["alpha"]
     for run, summary in cand:
-        mine = [(r, s) for r, s in ctrl if (r.meta.get("control") or {}).get("of") == run.run_id]
+        mine = [(r, s) for r, s in ctrl if r.info.control.of == run.run_id]
         if not mine:
             continue
         result.controls[run.run_id] = [r.run_id for r, _ in mine]
@@ -394,10 +384,10 @@ def classify(result: GateResult, cand: list[tuple[Run, dict[str, Any]]],
         judged: dict[str, list[Finding]] = {}
         for r, s in mine:
             judge_run(scratch, r, s, limits_for(s, limits))
-            judged[(r.meta.get("control") or {}).get("kind", "emulated")] = scratch.findings[r.run_id]
+            judged[r.info.control.kind] = scratch.findings[r.run_id]
             result.findings[r.run_id] = scratch.findings[r.run_id]
         emulated = [(s, scratch.findings[r.run_id]) for r, s in mine
-                    if (r.meta.get("control") or {}).get("kind", "emulated") == "emulated"]
+                    if r.info.control.kind == "emulated"]
         native_bugs = {f.bug for f in judged.get("native", []) if f.failing}
         effects = {}
         for f in result.findings[run.run_id]:
@@ -444,7 +434,7 @@ def check_run(result: GateResult, run: Run, s: dict[str, Any], limits: dict[str,
     scope = run.run_id
     o = s["overall"]
     restarts = s["restarts"]
-    emulated = bool(s["run"]["target"].get("emulated"))
+    emulated = SummaryInfo.of(s).target.emulated
     timing_note = "emulated run: timings are the emulator's" if emulated else ""
 
     def upper(check: str, key: str, value: Any, unit: str, skip_note: str, note: str = "") -> None:
@@ -454,7 +444,7 @@ def check_run(result: GateResult, run: Run, s: dict[str, Any], limits: dict[str,
         status = s["run"]["status"]
         result.add("run completed", scope, status, "complete",
                    "pass" if status == "complete" else "fail", s["run"].get("reason") or "")
-        planned = (run.meta.get("scenario") or {}).get("restart_count")
+        planned = run.info.restart_count
         if isinstance(planned, int):
             done = o["restarts"]
             result.add("restarts performed", scope, str(done), f"= {planned}",
@@ -535,12 +525,12 @@ def host_checks(result: GateResult, run: Run, s: dict[str, Any], limits: dict[st
     left = len(crashes.get("leaving_restarts", [])) if measured else None
     crash_rate_check(result, scope, left, n, limits.get("crashed_restarts_rate_max"), alpha,
                      _crash_note(crashes or {}, leaving=True), no_log if left is None else "no restarts")
-    hangs = [f for f in run.meta.get("findings", []) if f.get("kind") == "stop_hang"]
-    grace = (run.meta.get("stop") or {}).get("grace_s")
+    hangs = run.info.findings_of("stop_hang")
+    grace = run.info.stop_grace_s
     check("shutdown hang", "stop_hangs_max", len(hangs), str(len(hangs)),
           f"the {kind} main process did not exit {f'within {grace:g} s ' if grace else ''}after SIGTERM "
           f"(it waits for processes that do not exit); the suite killed it")
-    survivors = run.meta.get("survivors") or []
+    survivors = list(run.info.survivors)
     roles = sorted({str(p.get("role") or "?") for p in survivors})
     check("processes outliving the stop", "survivors_max", len(survivors), str(len(survivors)),
           f"{len(survivors)} {kind} process(es) ({', '.join(roles)}) still alive after the stop; killed")
@@ -657,7 +647,7 @@ def compare_baseline(result: GateResult, cand: list[tuple[Run, dict[str, Any]]],
     """Mann–Whitney U over pooled per-restart samples, one row per sample kind."""
     scope = "candidates vs baseline"
     limit = f"p < {alpha:g} and ≥ +{min_effect:.0%}"
-    emu = {bool(s["run"]["target"].get("emulated")) for _, s in cand + base}
+    emu = {SummaryInfo.of(s).target.emulated for _, s in cand + base}
     refuse = len(emu) > 1
     targets = {(s["run"]["target"].get("kind"), s["run"]["target"].get("arch")) for _, s in cand + base}
     for name in samples:

@@ -11,6 +11,7 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
+from restartbench.metadata import TargetInfo
 from restartbench.results import Run, write_atomic
 
 from . import plots
@@ -158,7 +159,7 @@ def run_html(a: Any, s: dict[str, Any]) -> str:
     images = "".join(f'<img alt="{escape(name)}" src="{uri}">' for name, uri in figures.items())
     return (f'<h2 id="{escape(info["run_id"])}">{escape(info["run_id"])}</h2>'
             f'<p class="meta">{escape(meta)}</p>'
-            + key_numbers(o, s["phases"], emulated=bool(t.get("emulated")))
+            + key_numbers(o, s["phases"], emulated=TargetInfo.of(t).emulated)
             + run_findings_html(s.get("findings") or [])
             + known_html(s.get("known_bugs") or [])
             + images + "<h3>Restarts</h3>" + restart_html(s["restarts"]))

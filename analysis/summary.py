@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from restartbench import hosts
-from restartbench.results import Run, write_json
+from restartbench.results import Run, open_runs, write_json
 
 from . import metrics
 from .windows import Windows, restart_windows
@@ -206,7 +206,7 @@ def run_info(run: Run) -> dict[str, Any]:
         "run_id": meta.get("run_id", run.path.name),
         "status": run.status,
         "reason": meta.get("reason"),
-        "target": {k: target.get(k) for k in TARGET_KEYS} | {"emulated": bool(target.get("emulated"))},
+        "target": {k: target.get(k) for k in TARGET_KEYS} | {"emulated": run.info.target.emulated},
         "scenario": scenario.get("name"),
         "t0_wall": meta.get("t0_wall"),
         "duration_s": meta.get("duration_s"),
@@ -224,14 +224,12 @@ def analyses(items: Sequence[Run | Analysis | Path | str], window_s: float | Non
              grace_s: float | None = None) -> list[Analysis]:
     """An Analysis for each item: one given that used these W and grace is kept as it is (analysed
     once per command), a run or a path is analysed now."""
-    from restartbench.results import read_run
-
     out = []
     for item in items:
         if isinstance(item, Analysis) and item.matches(window_s, grace_s):
             out.append(item)
         else:
-            run = item.run if isinstance(item, Analysis) else item if isinstance(item, Run) else read_run(item)
+            run = item.run if isinstance(item, Analysis) else open_runs([item])[0]
             out.append(analyze(run, window_s=window_s, grace_s=grace_s))
     return out
 

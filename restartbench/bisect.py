@@ -324,7 +324,7 @@ def gate_judge(limits: dict | None, bugs: Sequence[str] = (), checks: Sequence[s
     from restartbench import analysis
     def judge(outcome) -> Vote:
         if outcome.status == "interrupted":
-            raise Interrupted(outcome.meta.get("reason", "").split(":")[0] or "SIGINT")
+            raise Interrupted(outcome.signal or "SIGINT")
         if outcome.status != "complete":
             return None, [], []
         verdict = analysis.evaluate([results.read_run(outcome.path)], limits, bugs=bugs)

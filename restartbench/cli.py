@@ -364,8 +364,7 @@ def _after_run(outcome: RunOutcome, limits, report: bool, bugs: Sequence[str] = 
     code = EXIT_OK
     if outcome.status != "complete":
         console.print(f"[red]run {outcome.status}[/]: {outcome.meta.get('reason', '')}")
-        code = _SIGNAL_EXIT.get(outcome.meta.get("reason", "").split(":")[0], EXIT_RUN_FAILED) \
-            if outcome.status == "interrupted" else EXIT_RUN_FAILED
+        code = _SIGNAL_EXIT.get(outcome.signal, EXIT_RUN_FAILED) if outcome.status == "interrupted" else EXIT_RUN_FAILED
     verdict = None
     if limits is not None and outcome.status != "interrupted":
         verdict = analysis.evaluate([done], limits, bugs=bugs, allow=allow, controls=ctrl)
@@ -808,15 +807,7 @@ def _gate_limits(spec: str):
 
 def _runs(specs: Sequence[str]) -> list[results.Run]:
     """Run dirs from arguments: paths, or ``latest`` (the newest run under results/runs)."""
-    out = []
-    for spec in specs:
-        if spec == "latest":
-            found = sorted((p for p in DEFAULT_RESULTS.glob("*/run.json")), key=lambda p: p.stat().st_mtime)
-            if not found:
-                raise UsageError(f"no runs under {DEFAULT_RESULTS}: run `make bench` first")
-            spec = str(found[-1].parent)
-        out.append(results.read_run(spec))
-    return out
+    return results.open_runs(specs, DEFAULT_RESULTS)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -239,7 +239,7 @@ def explore(target: str, budget_s: float, out: Path, *, seed: int = 0, arch: str
             tr = Trial(plan, purpose, "skip", reason=str(exc))
         else:
             if outcome.status == "interrupted":
-                raise Interrupted(outcome.meta.get("reason", "").split(":")[0] or "SIGINT")
+                raise Interrupted(outcome.signal or "SIGINT")
             verdict, checks, bugs, reason = judge(outcome)
             tr = Trial(plan, purpose, verdict, checks, bugs, str(outcome.path), reason)
         tr.wall_s = round(clock() - t, 1)

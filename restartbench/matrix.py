@@ -28,6 +28,7 @@ from .installations import InstallationError
 from .run import ConfigError, Interrupted, Progress, RunConfig, RunOutcome, interruptible, run
 from .scenarios import Scenario
 from .hosts.base import Installation
+from .metadata import signal_of
 from .versions import version_key
 
 ALL = "*"                          # unit@* : every usable build of that kind
@@ -323,7 +324,7 @@ def run_matrix(cell_list: Sequence[Cell], base_config: RunConfig,
                 res = CellResult(cell, "interrupted", reason=getattr(exc, "reason", "KeyboardInterrupt"))
             res.wall_s = time.monotonic() - t
             if res.status == "interrupted":
-                result.interrupted = res.reason.split(":")[0] or "interrupted"
+                result.interrupted = signal_of(res.reason) or "interrupted"
             result.results.append(res)
             if not cell.control:
                 controlled = res

@@ -1,7 +1,8 @@
 """The results contract: one directory per run, written atomically, read with a format check.
 
 docs/results.md is the contract (every file, column and key; summary.json's layout); this module
-writes and reads it. It is the bottom layer: it imports nothing else of restartbench. The producer
+writes and reads it. It is the bottom layer: it imports nothing else of restartbench but ``metadata`` (the keys of its JSON
+files, typed). The producer
 side (hosts, census, load, run) writes through it; the consumer side (analysis) reads through it.
 The column dtypes below (REQUEST_COLUMNS, RESTART_COLUMNS, PROCESS_COLUMNS, STATUS_COLUMNS) are the
 contract's, in code.
@@ -20,9 +21,11 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import pandas as pd
+
+from .metadata import RUN_KEYS, RunInfo, problems
 
 FORMAT = 1
 
@@ -184,6 +187,11 @@ class Run:
         return self.meta["run_id"]
 
     @property
+    def info(self) -> RunInfo:
+        """run.json, typed (``metadata.RunInfo``)."""
+        return RunInfo.of(self.meta)
+
+    @property
     def status(self) -> str:
         """The recorded status, or ``crashed`` for a ``running`` run whose orchestrator is gone."""
         status = self.meta.get("status", "failed")
@@ -230,11 +238,32 @@ def read_run(path: Path | str) -> Run:
         meta = json.loads(meta_path.read_text())
     except (OSError, ValueError) as exc:
         raise FormatError(f"{meta_path}: not valid JSON ({exc})") from exc
-    fmt = meta.get("format")
+    fmt = meta.get("format") if isinstance(meta, dict) else None
     if fmt != FORMAT:
         raise FormatError(f"{meta_path}: results format {fmt!r} is not supported (this restartbench "
                           f"reads format {FORMAT}); read it with the restartbench that wrote it")
+    wrong = problems(meta, RUN_KEYS)
+    if wrong:
+        raise FormatError(f"{meta_path}: not a run.json of format {FORMAT} ({'; '.join(wrong)}); "
+                          f"it was edited or written by something else")
     return Run(path=path, meta=meta)
+
+
+def open_runs(specs: Iterable["Run | Path | str"], runs_dir: Path | None = None) -> list[Run]:
+    """The one way runs are opened: each spec a run directory, an opened ``Run``, or ``latest`` (the
+    newest run under ``runs_dir``). FormatError names the first that is not a readable run."""
+    out = []
+    for spec in specs:
+        if isinstance(spec, Run):
+            out.append(spec)
+            continue
+        if str(spec) == "latest":
+            found = sorted(Path(runs_dir or ".").glob("*/run.json"), key=lambda p: p.stat().st_mtime)
+            if not found:
+                raise FormatError(f"no runs under {runs_dir}: run `make bench` first")
+            spec = found[-1].parent
+        out.append(read_run(spec))
+    return out
 
 
 def _orchestrator_alive(stamp: dict[str, Any]) -> bool:

@@ -35,6 +35,7 @@ from . import procs
 from .procs import describe_process
 from .scenarios import Scenario
 from .errors import TargetError
+from .metadata import RunInfo
 from .hosts.base import Installation, RestartReply, Target
 
 REPO = Path(__file__).resolve().parent.parent
@@ -203,6 +204,11 @@ class RunOutcome:
     path: Path
     status: str
     meta: dict[str, Any]
+
+    @property
+    def signal(self) -> str:
+        """The signal that interrupted the run ("" when none did)."""
+        return RunInfo.of(self.meta).signal
 
 
 def run(config: RunConfig, report: Reporter | None = None) -> RunOutcome:

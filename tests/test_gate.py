@@ -7,7 +7,7 @@ import tomllib
 import numpy as np
 import pytest
 
-from restartbench.analysis import GateInputError, evaluate, load_limits, open_runs
+from restartbench.analysis import GateInputError, evaluate, load_limits
 from restartbench.analysis.gate import DEFAULT_PATH, DEFAULTS, min_p, relative_effect, render
 from analysis_fixtures import (MiB, Tree, clean_run, requests_frame, restarts_frame,
                                write_run)
@@ -221,16 +221,6 @@ def test_effect_and_min_p():
     assert relative_effect(np.array([0.0]), np.array([0.0]), "mean") == 0.0
     assert min_p(5, 5) == pytest.approx(1 / 252)
     assert min_p(100, 100) == 0.0
-
-
-def test_open_runs_maps_format_errors(tmp_path):
-    clean_run(tmp_path)
-    write_run(tmp_path, "future", fmt=99)
-    assert [r.run_id for r in open_runs([tmp_path / "clean"])] == ["clean"]
-    with pytest.raises(GateInputError, match="format 99"):
-        open_runs([tmp_path / "clean", tmp_path / "future"])
-    with pytest.raises(GateInputError, match="no run.json"):
-        open_runs([tmp_path / "nothing"])
 
 
 def test_emulated_runs_are_judged_with_the_emulated_limits(tmp_path):

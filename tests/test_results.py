@@ -7,6 +7,8 @@ import pandas as pd
 import pytest
 
 from restartbench import results
+from restartbench.results import FormatError, open_runs
+from analysis_fixtures import clean_run, write_run
 
 
 def make_run(tmp_path, **meta):
@@ -73,3 +75,17 @@ def test_running_run_with_dead_orchestrator_reads_as_crashed(tmp_path):
     meta["orchestrator"]["pid"] = os.getpid()
     results.write_json(path / "run.json", meta)
     assert results.read_run(path).status == "running"
+
+
+def test_open_runs_names_the_run_it_cannot_read(tmp_path):
+    clean_run(tmp_path)
+    write_run(tmp_path, "future", fmt=99)
+    assert [r.run_id for r in open_runs([tmp_path / "clean"])] == ["clean"]
+    with pytest.raises(FormatError, match="format 99"):        # latest: the newest run, here the unreadable one
+        open_runs(["latest"], tmp_path)
+    with pytest.raises(FormatError, match="format 99"):
+        open_runs([tmp_path / "clean", tmp_path / "future"])
+    with pytest.raises(FormatError, match="no run.json"):
+        open_runs([tmp_path / "nothing"])
+    with pytest.raises(FormatError, match="no runs under"):
+        open_runs(["latest"], tmp_path / "nothing")
