@@ -13,6 +13,7 @@ is both significant (Mann–Whitney U, one-sided "candidate worse", p < alpha) a
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import re
 import tomllib
@@ -37,30 +38,19 @@ from .summary import Analysis, analyses
 
 DEFAULT_PATH = Path(__file__).resolve().parent.parent / "gates" / "default.toml"
 
-#: The shipped limits (gates/default.toml says the same, with comments).
-DEFAULTS: dict[str, dict[str, Any]] = {
-    "limits": {
-        "run_completed": True,
-        "lingering_max": 0,
-        "window_timeout_rate_max": 0.01,
-        "all_recover": True,
-        "recovery_p95_s_max": 2.0,
-        "rss_slope_max": 1 << 20,
-        "fd_slope_max": 0.5,
-        "crashes_max": 0,
-        "crashed_restarts_rate_max": 0.10,
-        "stop_hangs_max": 0,
-        "survivors_max": 0,
-        "stuck_at_idle_share_max": 0.01,
-    },
-    # an emulated run (qemu-user) is judged with these in place of [limits]: its timings and its RSS are
-    # the emulator's (RSS swings by tens of MiB per restart under qemu); counts stay as strict
-    "emulated": {"recovery_p95_s_max": 10.0, "rss_slope_max": 64 << 20},
-    "baseline": {"alpha": 0.002, "min_effect": 0.10,
-                 "samples": ["recovery_s", "timeout_rate", "restart_api_s"]},
-    "findings": {"alpha": 0.01},
-    "analysis": {"window_s": None, "grace_s": None},
+#: the sections and keys a limits file may set; their values when a file leaves them out are
+#: gates/default.toml's (read by ``defaults``); [analysis] keys left unset there mean the run's own
+KEYS: dict[str, tuple[str, ...]] = {
+    "limits": ("run_completed", "lingering_max", "window_timeout_rate_max", "all_recover",
+               "recovery_p95_s_max", "rss_slope_max", "fd_slope_max", "crashes_max",
+               "crashed_restarts_rate_max", "stop_hangs_max", "survivors_max", "stuck_at_idle_share_max"),
+    # an emulated run (qemu-user) is judged with these in place of [limits]: its timings and its RSS
+    "emulated": ("recovery_p95_s_max", "rss_slope_max"),
+    "baseline": ("alpha", "min_effect", "samples"),
+    "findings": ("alpha",),
+    "analysis": ("window_s", "grace_s"),
 }
+OPTIONAL = {"analysis": ("window_s", "grace_s")}       # may be left unset (None)
 SWITCHES = ("run_completed", "all_recover")          # true/false
 #: per-restart samples the baseline comparison may use: how the effect is measured
 SAMPLES = {"recovery_s": "median", "timeout_rate": "mean", "restart_api_s": "median"}
@@ -75,13 +65,34 @@ class GateInputError(ValueError):
 
 # -- limits -----------------------------------------------------------------------------------
 
+@functools.cache
+def _shipped() -> dict[str, dict[str, Any]]:
+    """gates/default.toml, checked: every key of ``KEYS`` set (but the optional ones)."""
+    try:
+        data = tomllib.loads(DEFAULT_PATH.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise GateInputError(f"{DEFAULT_PATH}: the shipped limits cannot be read ({exc}); restore it "
+                             f"with git checkout gates/default.toml") from None
+    out: dict[str, dict[str, Any]] = {section: dict.fromkeys(OPTIONAL.get(section, ())) for section in KEYS}
+    merged = _merge(out, data, str(DEFAULT_PATH))
+    missing = [f"[{sec}] {key}" for sec, keys in KEYS.items() for key in keys
+               if key not in merged[sec] and key not in OPTIONAL.get(sec, ()) and sec != "emulated"]
+    if missing:
+        raise GateInputError(f"{DEFAULT_PATH}: the shipped limits lack {', '.join(missing)}; restore it "
+                             f"with git checkout gates/default.toml")
+    return merged
+
+
+def defaults() -> dict[str, dict[str, Any]]:
+    """The shipped limits (gates/default.toml), a fresh copy."""
+    return copy.deepcopy(_shipped())
+
+
 def load_limits(path: Path | str | None = None) -> dict[str, dict[str, Any]]:
-    """Read a limits TOML file over the defaults (``None``: gates/default.toml, else the built-in
-    defaults). Unknown sections or keys and values of the wrong type raise GateInputError."""
+    """Read a limits TOML file over the defaults (``None``: the defaults, gates/default.toml). Unknown
+    sections or keys and values of the wrong type raise GateInputError."""
     if path is None:
-        if not DEFAULT_PATH.is_file():
-            return copy.deepcopy(DEFAULTS)
-        path = DEFAULT_PATH
+        return defaults()
     path = Path(path)
     try:
         data = tomllib.loads(path.read_text())
@@ -97,17 +108,20 @@ def load_limits(path: Path | str | None = None) -> dict[str, dict[str, Any]]:
 
 def validate_limits(data: dict[str, Any], where: str = "limits") -> dict[str, dict[str, Any]]:
     """``data`` merged over the defaults, checked key by key."""
-    out = copy.deepcopy(DEFAULTS)
+    return _merge(defaults(), data, where)
+
+
+def _merge(out: dict[str, dict[str, Any]], data: dict[str, Any], where: str) -> dict[str, dict[str, Any]]:
     for section, values in data.items():
-        if section not in DEFAULTS:
+        if section not in KEYS:
             raise GateInputError(f"{where}: unknown section [{section}]; known: "
-                                 f"{', '.join(f'[{s}]' for s in DEFAULTS)}")
+                                 f"{', '.join(f'[{s}]' for s in KEYS)}")
         if not isinstance(values, dict):
             raise GateInputError(f"{where}: {section} must be a table ([{section}])")
         for key, value in values.items():
-            if key not in DEFAULTS[section]:
+            if key not in KEYS[section]:
                 raise GateInputError(f"{where}: unknown key {key!r} in [{section}]; known: "
-                                     f"{', '.join(DEFAULTS[section])}")
+                                     f"{', '.join(KEYS[section])}")
             out[section][key] = _check_value(section, key, value, where)
     return out
 
@@ -275,7 +289,7 @@ def evaluate(candidates: Sequence[Run | Analysis], limits: dict[str, dict[str, A
     are themselves controls of another candidate are moved to ``controls``."""
     if not candidates:
         raise GateInputError("no candidate runs to judge; pass at least one results directory")
-    limits = validate_limits({}, "defaults") if limits is None else limits
+    limits = defaults() if limits is None else limits
     analysis = limits.get("analysis", {})
     window_s, grace_s = analysis.get("window_s"), analysis.get("grace_s")
     try:

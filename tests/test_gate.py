@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from restartbench.analysis import GateInputError, evaluate, load_limits
-from restartbench.analysis.gate import DEFAULT_PATH, DEFAULTS, min_p, relative_effect, render
+from restartbench.analysis.gate import DEFAULT_PATH, KEYS, defaults, min_p, relative_effect, render
 from analysis_fixtures import (MiB, Tree, clean_run, requests_frame, restarts_frame,
                                write_run)
 from rich.console import Console
@@ -103,8 +103,11 @@ def test_disabled_limit_is_skipped(tmp_path):
 
 def test_shipped_file_matches_the_defaults():
     assert DEFAULT_PATH.is_file()
-    assert load_limits(DEFAULT_PATH) == DEFAULTS
-    assert tomllib.loads(DEFAULT_PATH.read_text())["limits"] == DEFAULTS["limits"]
+    assert load_limits(DEFAULT_PATH) == defaults() == load_limits()
+    shipped = tomllib.loads(DEFAULT_PATH.read_text())
+    assert load_limits()["limits"] == shipped["limits"] and set(shipped["limits"]) == set(KEYS["limits"])
+    assert load_limits()["emulated"]["recovery_p95_s_max"] == shipped["emulated"]["recovery_p95_s_max"] == 10.0
+    assert load_limits()["analysis"] == {"window_s": None, "grace_s": None}
 
 
 @pytest.mark.parametrize("text, match", [
