@@ -28,7 +28,7 @@ from rich.text import Text
 from scipy.stats import binomtest, mannwhitneyu
 
 from restartbench.metadata import SummaryInfo
-from restartbench.results import FormatError, Run
+from restartbench.results import FormatError, Run, open_runs
 
 from .catalogue import NO_MATCH
 from .compare import fmt
@@ -272,6 +272,42 @@ class GateResult:
 
 
 # -- evaluation -------------------------------------------------------------------------------
+
+@dataclass
+class Judged:
+    """One run judged by the gate (``judge``): what explore, bisect and the run command act on."""
+
+    verdict: str                                           # pass | fail | skip (could not be judged)
+    checks: list[str] = field(default_factory=list)        # the failing checks it judged
+    findings: list[str] = field(default_factory=list)      # the findings that fail a check (asked or not)
+    seen: list[str] = field(default_factory=list)          # every finding of the run
+    reason: str = ""                                       # why it was skipped
+    result: "GateResult | None" = None
+
+    @property
+    def passed(self) -> bool | None:
+        return None if self.verdict == "skip" else self.verdict == "pass"
+
+
+def judge(run: "Run | Analysis | Path | str", limits: dict[str, dict[str, Any]] | None = None, *,
+          bugs: Sequence[str] = (), allow: Sequence[str] = (), checks: Sequence[str] = (),
+          controls: Sequence[Run | Analysis] = (), incomplete: bool = False) -> Judged:
+    """The one way a run is judged: the gate (``evaluate``) on one run, aimed at ``bugs`` (findings) or
+    ``checks`` (check names; else the whole gate), ``allow`` passing. A run that did not complete is
+    skipped (``incomplete``: judged too, failing ``run_completed``). GateInputError when the question
+    does not fit the run."""
+    if not isinstance(run, (Run, Analysis)):
+        run = open_runs([run])[0]
+    info = (run.run if isinstance(run, Analysis) else run)
+    if info.status != "complete" and not incomplete:
+        return Judged("skip", reason=info.info.reason or info.status)
+    result = evaluate([run], limits, bugs=bugs, allow=allow, controls=controls)
+    failing = [r for r in result.rows if r.verdict == "fail" and r.check in checks] if checks \
+        else result.failures()
+    return Judged("pass" if not failing else "fail", checks=list(dict.fromkeys(r.check for r in failing)),
+                  findings=list(dict.fromkeys(i for r in result.rows if r.verdict == "fail" for i in r.findings)),
+                  seen=[f.id for fs in result.findings.values() for f in fs], result=result)
+
 
 def evaluate(candidates: Sequence[Run | Analysis], limits: dict[str, dict[str, Any]] | None = None,
              baseline: Sequence[Run | Analysis] | None = None, alpha: float | None = None,

@@ -31,9 +31,9 @@ from .hosts.base import Installation
 from .versions import version_key
 from .run import Interrupted, Progress, RunConfig, run
 
-#: a judge's answer for one run: passes (True) / fails (False) / cannot tell (None), the failing
-#: checks and the failing findings
-Vote = tuple[bool | None, list[str], list[str]]
+#: a judge's answer for one run: an ``analysis.gate.Judged`` (its verdict, failing checks and findings),
+#: or for a plain judge passes (True) / fails (False) / cannot tell (None)
+Vote = Any
 
 
 class BisectInputError(ValueError):
@@ -220,9 +220,9 @@ class _Prober:
                 if type(exc).__name__ == "GateInputError":       # the question itself is wrong: say so
                     raise
                 verdict, reason = None, f"{type(exc).__name__}: {exc}"
-            if isinstance(verdict, tuple):
-                verdict, checks, *rest = verdict
-                found = list(rest[0]) if rest else []
+            if hasattr(verdict, "verdict"):               # a Judged: its checks and findings go in the table
+                checks, found, reason = verdict.checks, verdict.findings, verdict.reason
+                verdict = verdict.passed
             if verdict is None and not reason:
                 reason = (getattr(outcome, "meta", {}) or {}).get("reason", "") or "could not be judged"
         step.votes.append("skip" if verdict is None else ("pass" if verdict else "fail"))
@@ -318,20 +318,15 @@ def search(good: str, bad: str, seq: Sequence[Any], run_cell: Callable[[Any], An
 # -- judging runs with the gate ---------------------------------------------------------------------
 
 def gate_judge(limits: dict | None, bugs: Sequence[str] = (), checks: Sequence[str] = ()):
-    """A judge of RunOutcomes by the gate: aimed at ``bugs`` (findings) or ``checks`` (check names),
-    else the whole gate. Returns (passes, the failing checks it judged, every finding that fails a
-    check in that run: the asked ones and the others, for the table)."""
-    from restartbench import analysis
-    def judge(outcome) -> Vote:
+    """The gate as bisect's judge of RunOutcomes (``analysis.gate.judge``): aimed at ``bugs`` (findings)
+    or ``checks`` (check names), else the whole gate; its ``findings`` are every finding that fails a
+    check in that run (the asked ones and the others, for the table)."""
+    from restartbench.analysis import gate
+
+    def judge(outcome) -> "gate.Judged":
         if outcome.status == "interrupted":
             raise Interrupted(outcome.signal or "SIGINT")
-        if outcome.status != "complete":
-            return None, [], []
-        verdict = analysis.evaluate([results.read_run(outcome.path)], limits, bugs=bugs)
-        failing = [r for r in verdict.rows if r.verdict == "fail" and r.check in checks] if checks \
-            else verdict.failures()
-        found = list(dict.fromkeys(i for r in verdict.rows if r.verdict == "fail" for i in r.findings))
-        return not failing, list(dict.fromkeys(r.check for r in failing)), found
+        return gate.judge(outcome.path, limits, bugs=bugs, checks=checks)
     return judge
 
 

@@ -367,7 +367,7 @@ def _after_run(outcome: RunOutcome, limits, report: bool, bugs: Sequence[str] = 
         code = _SIGNAL_EXIT.get(outcome.signal, EXIT_RUN_FAILED) if outcome.status == "interrupted" else EXIT_RUN_FAILED
     verdict = None
     if limits is not None and outcome.status != "interrupted":
-        verdict = analysis.evaluate([done], limits, bugs=bugs, allow=allow, controls=ctrl)
+        verdict = analysis.gate.judge(done, limits, bugs=bugs, allow=allow, controls=ctrl, incomplete=True).result
         console.print(analysis.gate.render(verdict))
         if code == EXIT_OK:
             code = verdict.exit_code

@@ -240,8 +240,8 @@ def explore(target: str, budget_s: float, out: Path, *, seed: int = 0, arch: str
         else:
             if outcome.status == "interrupted":
                 raise Interrupted(outcome.signal or "SIGINT")
-            verdict, checks, bugs, reason = judge(outcome)
-            tr = Trial(plan, purpose, verdict, checks, bugs, str(outcome.path), reason)
+            j = judge(outcome)
+            tr = Trial(plan, purpose, j.verdict, j.checks, j.seen, str(outcome.path), j.reason)
         tr.wall_s = round(clock() - t, 1)
         found.trials.append(tr)
         report(f"         {tr.verdict}" + (f": {', '.join(tr.failed_checks)}" if tr.failed_checks else "")
@@ -291,20 +291,15 @@ def shrink(plan: Plan, trial: Callable[[Plan, str], Trial], left: Callable[[], f
 
 
 def gate_judge(limits: dict | None, bugs: tuple[str, ...] = (), allow: tuple[str, ...] = ()):
-    """Judge a run with the gate (aimed at ``bugs``, ``allow`` passing): (verdict, failed checks, its
-    findings, reason)."""
-    from restartbench import analysis
-    def judge(outcome: RunOutcome) -> tuple[str, list[str], list[str], str]:
-        if outcome.status != "complete":
-            return "skip", [], [], outcome.meta.get("reason", "") or outcome.status
-        r = results.read_run(outcome.path)
+    """The gate as explore's judge (``analysis.gate.judge``, aimed at ``bugs``, ``allow`` passing); a
+    question this plan cannot show is a skip."""
+    from restartbench.analysis import gate
+
+    def judge(outcome: RunOutcome) -> "gate.Judged":
         try:
-            verdict = analysis.evaluate([r], limits, bugs=bugs, allow=allow)
-        except analysis.GateInputError as exc:          # this plan cannot show the asked finding
-            return "skip", [], [], str(exc)
-        found = [f.id for fs in verdict.findings.values() for f in fs]
-        checks = list(dict.fromkeys(row.check for row in verdict.failures()))
-        return ("pass" if verdict.passed else "fail"), checks, found, ""
+            return gate.judge(outcome.path, limits, bugs=bugs, allow=allow)
+        except gate.GateInputError as exc:               # this plan cannot show the asked finding
+            return gate.Judged("skip", reason=str(exc))
     return judge
 
 

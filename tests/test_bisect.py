@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import pytest
 
+from restartbench.analysis.gate import Judged
+
 from restartbench.bisect import choose_by_findings, search
 
 SEQ = [f"c{n}" for n in range(9, -1, -1)]          # from the good end (c9) to the bad end (c0)
@@ -15,11 +17,12 @@ def stand_in(found_at):
     """run_cell returns the commit; each judge reads ``found_at(commit)``: the findings that fail there."""
     def observe(commit):
         found = found_at(commit)
-        return not found, [], found
+        return Judged("fail" if found else "pass", findings=found)
 
     def aimed(target):                  # as bisect.gate_judge: the verdict on the target, every finding listed
         def judge(commit):
-            return not [f for f in found_at(commit) if f in target], [], found_at(commit)
+            return Judged("fail" if [f for f in found_at(commit) if f in target] else "pass",
+                          findings=found_at(commit))
         return judge
     return (lambda c: c), observe, aimed
 

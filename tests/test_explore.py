@@ -10,6 +10,7 @@ import tomllib
 import pytest
 
 from restartbench import explore, scenarios
+from restartbench.analysis.gate import Judged
 from restartbench.explore import Plan, complexity, random_plan, simpler
 from restartbench.run import Interrupted, RunOutcome
 
@@ -75,7 +76,7 @@ def test_explore_finds_confirms_and_shrinks_to_a_minimal_plan(tmp_path):
 
     def judge(outcome):
         bad = "config" in outcome.meta["actions"] and outcome.meta["users"] >= 2
-        return ("fail", ["lingering"], ["some-bug"], "") if bad else ("pass", [], [], "")
+        return Judged("fail", ["lingering"], seen=["some-bug"]) if bad else Judged("pass")
 
     found = explore.explore("unit@x", 10_000, tmp_path / "out", seed=5, runner=runner, judge=judge)
     assert found.found and found.failing is not None
@@ -105,7 +106,7 @@ def test_explore_reports_coverage_when_nothing_fails_and_keeps_flaky_ones_apart(
         return RunOutcome(tmp_path, "complete", {"n": n["runs"]})
 
     def judge(outcome):                            # the 2nd run fails once: never confirmed
-        return ("fail", ["window timeout rate"], [], "") if outcome.meta["n"] == 2 else ("pass", [], [], "")
+        return Judged("fail", ["window timeout rate"]) if outcome.meta["n"] == 2 else Judged("pass")
 
     found = explore.explore("wasmtime", 200, tmp_path / "out", seed=1, runner=runner, judge=judge,
                             clock=lambda: now[0])
@@ -128,7 +129,7 @@ def test_explore_stopped_keeps_what_it_found(tmp_path):
         return RunOutcome(tmp_path, "complete", {})
 
     found = explore.explore("wasmtime", 10_000, tmp_path / "out", seed=2, runner=runner,
-                            judge=lambda o: ("pass", [], [], ""))
+                            judge=lambda o: Judged("pass"))
     assert found.stopped == "SIGINT" and len(found.trials) == 2
     rec = json.loads((tmp_path / "out" / "explore.json").read_text())
     assert rec["stopped"] == "SIGINT" and len(rec["trials"]) == 2
