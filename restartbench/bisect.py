@@ -29,7 +29,8 @@ from typing import Any, Callable, Iterable, Sequence
 from . import results
 from .hosts.base import Installation
 from .versions import version_key
-from .run import Interrupted, Progress, RunConfig, run
+from .events import Event, Watcher, ignore, running
+from .run import Interrupted, RunConfig, run
 
 #: a judge's answer for one run: an ``analysis.gate.Judged`` (its verdict, failing checks and findings),
 #: or for a plain judge passes (True) / fails (False) / cannot tell (None)
@@ -52,6 +53,12 @@ class BisectStep:
     findings: list[list[str]] = field(default_factory=list)   # each run's failing findings (unaimed)
     prepare_s: float = 0.0              # building the revision (commit bisect), 0 for installed ones
     run_s: float = 0.0
+
+    def line(self) -> str:
+        """The step in one line: version, verdict, each run's vote, why, the findings seen."""
+        seen = "; ".join(", ".join(f) or "none" for f in self.findings)
+        return (f"  {self.version}: {self.verdict} ({' '.join(self.votes) or 'no run'}) {self.reason}"
+                + (f" findings: {seen}" if self.findings else ""))
 
 
 @dataclass
@@ -158,14 +165,16 @@ def bisect(good: str, bad: str, versions: Sequence[Any], run_cell: Callable[[Any
 class _Prober:
     """Runs items of a sequence until a verdict holds a majority, recording each as a BisectStep."""
 
-    def __init__(self, res: BisectResult, seq: Sequence[Any], run_cell, prepare, report, repeat: int):
-        self.res, self.seq, self.run_cell, self.prepare, self.report = res, seq, run_cell, prepare, report
+    def __init__(self, res: BisectResult, seq: Sequence[Any], run_cell, prepare, watch: Watcher, repeat: int,
+                 describe: Callable[[Any], str] = str):
+        self.res, self.seq, self.run_cell, self.prepare, self.watch = res, seq, run_cell, prepare, watch
+        self.describe = describe
         self.repeat, self.need = repeat, repeat // 2 + 1
         self.outcomes: dict[int, list[Any]] = {}
 
     def probe(self, i: int, judge: Callable[[Any], Any]) -> str:
         item = self.seq[i]
-        self.report("run", item, None)
+        self.watch(Event("bisect", "start", f"bisect: {self.describe(item)}", item=item))
         step = BisectStep(_item_version(item), "skip")
         t0 = time.monotonic()
         try:
@@ -193,7 +202,8 @@ class _Prober:
         step.run_s = round(time.monotonic() - t1, 1)
         self._settle(step)
         self.res.steps.append(step)
-        self.report("done", item, step)
+        self.watch(Event("bisect", "done", step.line(), ok={"pass": True, "fail": False}.get(step.verdict),
+                         item=item, result=step))
         return step.verdict
 
     def revote(self, i: int, judge: Callable[[Any], Any]) -> str:
@@ -245,7 +255,7 @@ class _Prober:
 
 def search(good: str, bad: str, seq: Sequence[Any], run_cell: Callable[[Any], Any],
            judge: Callable[[Any], Any], *, verify_endpoints: bool = True,
-           report: Callable[[str, Any, BisectStep | None], None] | None = None, repeat: int = 1,
+           watch: Watcher | None = None, repeat: int = 1, describe: Callable[[Any], str] = str,
            prepare: Callable[[Any], Any] | None = None, observe: Callable[[Any], Any] | None = None,
            choose: Callable[[list[list[str]], list[list[str]]], tuple[list[str], str]] | None = None) -> BisectResult:
     """Binary search along ``seq`` (ordered from the good end to the bad end) for the boundary.
@@ -259,11 +269,11 @@ def search(good: str, bad: str, seq: Sequence[Any], run_cell: Callable[[Any], An
     Auto mode (``observe`` and ``choose`` given): the ends are run and judged by ``observe`` (the
     unaimed gate); ``choose(findings at good, findings at bad)`` (each run's failing findings) returns
     what to bisect on and why — an empty choice is the error — and ``judge`` then re-judges the ends'
-    runs and judges every probe. ``report(what, item, step)`` is called before (``step`` None) and
-    after each item (``find`` also reports ``("chose", why, None)`` once it has chosen)."""
-    report = report or (lambda what, item, step: None)
+    runs and judges every probe. ``watch`` sees a ``start`` and a ``done`` event per probed item
+    (``describe(item)`` names it) and a ``note`` saying what auto mode chose."""
+    watch = watch or ignore
     res = BisectResult(good, bad, [_item_version(i) for i in seq], repeat=repeat)
-    prober = _Prober(res, seq, run_cell, prepare, report, repeat)
+    prober = _Prober(res, seq, run_cell, prepare, watch, repeat, describe)
     lo, hi = 0, len(seq) - 1
     if observe is not None and choose is not None:
         for i in (lo, hi):
@@ -474,12 +484,11 @@ class Bisection:
 def find(base: RunConfig, good: str, bad: str, *, arch: str, kind: str = "unit", source: str | None = None,
          flavor: str = "unit", limits: dict | None = None, bugs: Sequence[str] = (), checks: Sequence[str] = (),
          repeat: int = 3, verify_endpoints: bool = True,
-         report: Callable[[str, Any, BisectStep | None], None] | None = None,
-         progress: Callable[[Progress], None] | None = None,
-         say: Callable[[str], None] = lambda s: None) -> Bisection:
+         watch: Watcher | None = None, say: Callable[[str], None] = lambda s: None) -> Bisection:
     """Bisect ``good``..``bad`` (installed builds of ``kind`` by version, or with ``source`` its
     commits) on ``bugs``/``checks``, else on what differs between the ends (module docstring); every
-    probe is an ordinary ``run()`` of ``base`` with that build. Writes ``bisect.json`` into
+    probe is an ordinary ``run()`` of ``base`` with that build; ``watch`` sees the events of the search
+    and each probe's run. Writes ``bisect.json`` into
     ``<results_root>/bisect-<time>-<id>/``. Raises BisectInputError on ends that cannot be bisected."""
     from restartbench.analysis.findings import SITES, check_ids, checks_of
 
@@ -501,14 +510,17 @@ def find(base: RunConfig, good: str, bad: str, *, arch: str, kind: str = "unit",
     def run_cell(inst: Installation):
         cfg = dataclasses.replace(base, target=inst.label, arch=inst.arch, installation=inst,
                                   run_id=None, target_options=dict(base.target_options))
-        return run(cfg, report=progress)
+        return run(cfg, report=running("bisect", watch, item=inst))
 
+    watch = watch or ignore
+    describe = lambda item: f"{plan.describe(item)} ({arch})"           # noqa: E731
     aimed = bool(bugs or checks)
     if aimed or not verify_endpoints:            # --no-verify without a question: the whole gate
-        found = search(good, bad, seq, run_cell, gate_judge(limits, bugs, checks), report=report,
-                       repeat=repeat, prepare=plan.prepare, verify_endpoints=verify_endpoints)
+        found = search(good, bad, seq, run_cell, gate_judge(limits, bugs, checks), watch=watch,
+                       repeat=repeat, prepare=plan.prepare, verify_endpoints=verify_endpoints,
+                       describe=describe)
     else:
-        found = _auto(good, bad, seq, run_cell, limits, report, repeat, plan.prepare)
+        found = _auto(good, bad, seq, run_cell, limits, watch, repeat, plan.prepare, describe)
     if aimed:
         found.target = list(bugs) + list(checks)
         found.chosen = f"asked: {', '.join(found.target)}"
@@ -517,7 +529,7 @@ def find(base: RunConfig, good: str, bad: str, *, arch: str, kind: str = "unit",
     return Bisection(found, plan, arch, out)
 
 
-def _auto(good, bad, seq, run_cell, limits, report, repeat, prepare) -> BisectResult:
+def _auto(good, bad, seq, run_cell, limits, watch, repeat, prepare, describe=str) -> BisectResult:
     """The unaimed bisect: observe the ends, choose what differs, then bisect aimed at it."""
     chosen: dict[str, Any] = {}
 
@@ -527,9 +539,9 @@ def _auto(good, bad, seq, run_cell, limits, report, repeat, prepare) -> BisectRe
     def choose(at_good, at_bad):
         target, why = choose_by_findings(at_good, at_bad)
         chosen["judge"] = gate_judge(limits, target)
-        if report is not None and target:
-            report("chose", why, None)                  # said before the search goes on
+        if target:
+            watch(Event("bisect", "note", why))            # said before the search goes on
         return target, why
 
-    return search(good, bad, seq, run_cell, judge, report=report, repeat=repeat, prepare=prepare,
-                  observe=gate_judge(limits), choose=choose)
+    return search(good, bad, seq, run_cell, judge, watch=watch, repeat=repeat, prepare=prepare,
+                  observe=gate_judge(limits), choose=choose, describe=describe)

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from . import hosts, results, scenarios
+from .events import Event, Watcher, ignore
 from .load import LoadSpec
 from .run import ConfigError, Interrupted, RunConfig, RunOutcome, run
 
@@ -214,8 +215,8 @@ class Exploration:
 def explore(target: str, budget_s: float, out: Path, *, seed: int = 0, arch: str | None = None,
             limits: dict | None = None, installation=None, bugs: tuple[str, ...] = (),
             allow: tuple[str, ...] = (),
-            report: Callable[[str], None] = lambda line: None,
-            judge: Callable[[RunOutcome], tuple[str, list[str], list[str], str]] | None = None,
+            watch: Watcher = ignore,
+            judge: "Callable[[RunOutcome], Any] | None" = None,
             runner: Callable[[RunConfig], RunOutcome] = run,
             clock: Callable[[], float] = time.monotonic) -> Exploration:
     """Explore ``target`` for up to ``budget_s`` seconds of runs; write the results into ``out``.
@@ -229,7 +230,8 @@ def explore(target: str, budget_s: float, out: Path, *, seed: int = 0, arch: str
     left = lambda: budget_s - (clock() - t0)                   # noqa: E731
 
     def trial(plan: Plan, purpose: str) -> Trial:
-        report(f"{purpose:>7}: {plan.label()}")
+        n = len(found.trials) + 1
+        watch(Event("explore", "start", f"{purpose:>7}: {plan.label()}", n, item=plan))
         t = clock()
         config = RunConfig(target=target, arch=arch, scenario=plan.scenario(), load=plan.load(),
                            results_root=out / "runs", installation=installation)
@@ -244,9 +246,11 @@ def explore(target: str, budget_s: float, out: Path, *, seed: int = 0, arch: str
             tr = Trial(plan, purpose, j.verdict, j.checks, j.seen, str(outcome.path), j.reason)
         tr.wall_s = round(clock() - t, 1)
         found.trials.append(tr)
-        report(f"         {tr.verdict}" + (f": {', '.join(tr.failed_checks)}" if tr.failed_checks else "")
-               + (f" — findings: {', '.join(tr.findings)}" if tr.findings else "")
-               + (f" ({tr.reason})" if tr.reason and tr.verdict == "skip" else "") + f" [{tr.wall_s:.0f} s]")
+        watch(Event("explore", "done", f"         {tr.verdict}"
+                    + (f": {', '.join(tr.failed_checks)}" if tr.failed_checks else "")
+                    + (f" — findings: {', '.join(tr.findings)}" if tr.findings else "")
+                    + (f" ({tr.reason})" if tr.reason and tr.verdict == "skip" else "") + f" [{tr.wall_s:.0f} s]",
+                    n, ok={"pass": True, "fail": False}.get(tr.verdict), item=plan, result=tr))
         return tr
 
     try:

@@ -2,7 +2,7 @@
 another, then one comparison and one gate verdict over the set (bisect is ``restartbench.bisect``).
 
     cs = cells(["wasmtime", "unit@1.32.0"], ["x86_64", "arm64"], ["periodic-restart"])
-    result = run_matrix(cs, RunConfig(load=LoadSpec(users=10)), report=print)
+    result = run_matrix(cs, RunConfig(load=LoadSpec(users=10)), watch=print)
     result.table          # analysis.compare_table over the cells' runs (one row per version/arch)
     result.verdict        # analysis.evaluate over the same runs
     result.exit_code      # 0 all pass, 1 a gate check failed, 3 a cell failed
@@ -25,9 +25,10 @@ from typing import Any, Callable, Sequence
 from . import hosts, installations, results, scenarios, tools
 from .arches import host_arch, normalize_arch
 from .installations import InstallationError
-from .run import ConfigError, Interrupted, Progress, RunConfig, RunOutcome, interruptible, run
+from .run import ConfigError, Interrupted, RunConfig, RunOutcome, interruptible, run
 from .scenarios import Scenario
 from .hosts.base import Installation
+from .events import Event, Watcher, ignore, running
 from .metadata import signal_of
 from .versions import version_key
 
@@ -209,30 +210,13 @@ class CellResult:
                 "reason": self.reason, "wall_s": round(self.wall_s, 3)}
 
 
-@dataclass
-class MatrixEvent:
-    """What a progress callback sees: which cell (1-based ``index`` of ``total``), how many are left
-    after it, and either the run's own progress (``run``) or the cell's end (``result``)."""
-
-    index: int
-    total: int
-    cell: Cell
-    state: str                          # "start" | "running" | "done"
-    run: Progress | None = None
-    result: CellResult | None = None
-
-    @property
-    def remaining(self) -> int:
-        """Cells still to run after this one."""
-        return self.total - self.index
-
-    def headline(self) -> str:
-        if self.state == "done" and self.result is not None:
-            r = self.result
-            why = f": {r.reason}" if r.reason and not r.ok else ""
-            return (f"[{self.index}/{self.total}] {self.cell.label}: {r.status} in {r.wall_s:.0f} s{why}"
-                    f" ({self.remaining} left)")
-        return f"[{self.index}/{self.total}] running {self.cell.label} ({self.remaining} left after it)"
+def _headline(index: int, total: int, cell: Cell, res: "CellResult | None" = None) -> str:
+    """A cell's line: ``[i/n] running LABEL (k left after it)``, or how it ended."""
+    left = total - index
+    if res is None:
+        return f"[{index}/{total}] running {cell.label} ({left} left after it)"
+    why = f": {res.reason}" if res.reason and not res.ok else ""
+    return f"[{index}/{total}] {cell.label}: {res.status} in {res.wall_s:.0f} s{why} ({left} left)"
 
 
 @dataclass
@@ -283,7 +267,7 @@ def cell_config(cell: Cell, base: RunConfig, run_id: str | None = None) -> tuple
 
 
 def run_matrix(cell_list: Sequence[Cell], base_config: RunConfig,
-               report: Callable[[MatrixEvent], None] | None = None, *, limits: dict | None = None,
+               watch: Watcher | None = None, *, limits: dict | None = None,
                out_dir: Path | None = None, html: bool = False, controls: bool = True,
                bugs: Sequence[str] = (), allow: Sequence[str] = (),
                say: Callable[[str], None] = lambda s: None) -> MatrixResult:
@@ -296,7 +280,7 @@ def run_matrix(cell_list: Sequence[Cell], base_config: RunConfig,
     this machine, native and emulated), which the verdict uses to tell arch effects from the emulator's;
     ``bugs``/``allow`` aim the verdict (``analysis.gate.Aim``)."""
     from restartbench import analysis
-    report = report or (lambda e: None)
+    watch = watch or ignore
     t_start = time.monotonic()
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out = Path(out_dir) if out_dir else Path(base_config.results_root) / f"matrix-{stamp}-{uuid.uuid4().hex[:4]}"
@@ -315,11 +299,11 @@ def run_matrix(cell_list: Sequence[Cell], base_config: RunConfig,
                 continue
             t = time.monotonic()
             try:
-                report(MatrixEvent(n, total, cell, "start"))
+                watch(Event("matrix", "start", _headline(n, total, cell), n, total, item=cell))
                 run_id = f"{base_config.run_id}-{n:02d}" if base_config.run_id else None
                 of = controlled.path.name if cell.control and controlled is not None else None
-                res = _run_cell(cell, base_config, run_id, lambda p, n=n, cell=cell: report(
-                    MatrixEvent(n, total, cell, "running", run=p)), of=of)
+                res = _run_cell(cell, base_config, run_id, running(
+                    "matrix", watch, index=n, total=total, item=cell), of=of)
             except (Interrupted, KeyboardInterrupt) as exc:
                 res = CellResult(cell, "interrupted", reason=getattr(exc, "reason", "KeyboardInterrupt"))
             res.wall_s = time.monotonic() - t
@@ -328,7 +312,8 @@ def run_matrix(cell_list: Sequence[Cell], base_config: RunConfig,
             result.results.append(res)
             if not cell.control:
                 controlled = res
-            report(MatrixEvent(n, total, cell, "done", result=res))
+            watch(Event("matrix", "done", _headline(n, total, cell, res), n, total, ok=res.ok, item=cell,
+                         result=res))
 
     done = [r for r in result.results if r.ok]
     opened = []

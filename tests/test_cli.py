@@ -126,7 +126,7 @@ def test_a_run_is_analysed_once_for_its_tables_summary_gate_and_report(tmp_path,
     monkeypatch.setattr(summary_mod, "analyze", counting)
     monkeypatch.setattr(analysis, "analyze", counting)
     meta = json.loads((run_dir / "run.json").read_text())
-    code = cli._after_run(RunOutcome(run_dir, meta["status"], meta), analysis.load_limits(None), report=True)
+    code = cli.after_run(RunOutcome(run_dir, meta["status"], meta), analysis.load_limits(None), report=True)
     out = capsys.readouterr().out
     assert len(calls) == 1, calls
     assert code == 1 and "router" in out                           # that run's router crashed: the gate fails

@@ -19,7 +19,7 @@ from restartbench.versions import version_key
 from restartbench.matrix import Cell, MatrixInputError, cells, run_matrix
 from restartbench import bisect as bisect_mod
 from restartbench.bisect import BisectInputError, bisect, search
-from restartbench.run import ConfigError, RunConfig, RunOutcome
+from restartbench.run import ConfigError, Progress, RunConfig, RunOutcome
 from restartbench.hosts.base import Installation
 
 HOST = arches.host_arch()
@@ -156,7 +156,7 @@ def fake_run(tmp_path, bad_versions=(), failing=()):
         target = {"kind": inst.kind, "name": inst.name, "version": inst.version, "arch": inst.arch,
                   "emulated": inst.emulated, "runner": list(inst.runner)}
         if report:
-            report(matrix.Progress(phase="load"))
+            report(Progress(phase="load"))
         if inst.version in failing:
             write_run(config.results_root, run_id, status="failed", target=target,
                       meta={"reason": "TargetError: host did not come up"})
@@ -177,7 +177,7 @@ def test_run_matrix_failing_cell_does_not_stop_the_others(tmp_path, monkeypatch,
     monkeypatch.setattr(matrix, "run", fake)
     cs = cells("unit@1.32.0,unit@1.32.1,unit@1.33.0", f"{HOST},{FOREIGN}", None, registry=registry)
     events = []
-    result = run_matrix(cs, RunConfig(results_root=tmp_path), report=events.append, html=True, controls=False)
+    result = run_matrix(cs, RunConfig(results_root=tmp_path), watch=events.append, html=True, controls=False)
     assert fake.calls == [("1.32.0", HOST), ("1.32.0", FOREIGN), ("1.32.1", HOST), ("1.33.0", HOST)]
     status = [(r.cell.version, r.cell.arch, r.status) for r in result.results]
     assert status == [("1.32.0", HOST, "complete"), ("1.32.0", FOREIGN, "complete"),
@@ -187,8 +187,10 @@ def test_run_matrix_failing_cell_does_not_stop_the_others(tmp_path, monkeypatch,
     assert "host did not come up" in result.results[4].reason
     # progress: which cell runs and how many are left
     starts = [e for e in events if e.state == "start"]
-    assert [(e.index, e.total, e.remaining) for e in starts] == [(n, 6, 6 - n) for n in range(1, 7)]
-    assert "[1/6] running unit@1.32.0" in starts[0].headline() and "5 left" in starts[0].headline()
+    assert [(e.index, e.total) for e in starts] == [(n, 6) for n in range(1, 7)]
+    assert "[1/6] running unit@1.32.0" in starts[0].text and "5 left" in starts[0].text
+    assert all(e.job == "matrix" and e.total == 6 for e in events)
+    assert [e.ok for e in events if e.state == "done"].count(True) >= 1
     assert any(e.state == "running" and e.run.phase == "load" for e in events)
     # one comparison, both arches side by side, the emulated row labelled
     table = result.table
