@@ -42,7 +42,7 @@ MATRIX    := $(or $(word 2,$(call list,$(TARGETS))),$(word 2,$(ARCHES)),$(word 2
 BENCH_USERS := $(or $(USERS),$(if $(FOREIGN),10,20))
 SUDO      := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: all venv apps bench emulator unit-build-deps test test-all gate asv asv-unit report clean
+.PHONY: all venv apps bench emulator unit-build-deps test test-all gate asv asv-unit report clean layout
 
 all: test
 
@@ -171,6 +171,10 @@ gate: $(STAMP)
 	  case $$rc in 1) why="a check failed";; 2) why="unusable input";; *) why="it was stopped";; esac; \
 	  echo "gate: restartbench gate exited $$rc: $$why" >&2; \
 	  exit $$rc; }
+
+# lines per module, who imports whom, and imports against docs/layout.md's rules (tests/layout.py --dot: a graph)
+layout: $(STAMP)
+	$(BIN)/python tests/layout.py
 
 clean:
 	rm -rf apps/build .pytest_cache

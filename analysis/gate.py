@@ -622,7 +622,7 @@ def crash_rate_check(result: GateResult, scope: str, k: int | None, n: int, rate
 
 
 def _crash_note(crashes: dict[str, Any], leaving: bool) -> str:
-    """What crashed, where, and one line of Unit's log, for the crashes that were ``leaving``
+    """What crashed, where, and one line of the host's log, for the crashes that were ``leaving``
     (replaced at a restart) or not."""
     mine = [e for e in crashes.get("examples", []) if e.get("signal_name") and bool(e.get("leaving")) == leaving]
     if not mine:
@@ -638,7 +638,7 @@ def _crash_note(crashes: dict[str, Any], leaving: bool) -> str:
         if any(e.get("phase") == "shutdown" for e in mine):
             where += ", during the shutdown"
     said = mine[0]["line"].split("] ", 1)[-1]
-    return f'{where}; Unit logged "{said}"'
+    return f'{where}; {crashes.get("host") or "the host"} logged "{said}"'
 
 
 

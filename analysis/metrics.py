@@ -13,7 +13,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from restartbench.results import OUTCOMES, ROLES
+from restartbench.results import OUTCOMES
 
 from .windows import (AFTER, BEFORE, BETWEEN, PHASES, WARMUP, WINDOW, Windows, assign,
                       phase_durations, window_durations)
@@ -224,10 +224,11 @@ class Census:
 
     times: np.ndarray         # one entry per sample, ascending
     offsets: np.ndarray       # rows of sample k are offsets[k]:offsets[k+1]
-    role: np.ndarray          # codes into ROLES
+    role: np.ndarray          # codes into role_names
     born: np.ndarray          # s since t0, NaN if unknown
     generation: np.ndarray    # float (NaN if unknown)
     totals: pd.DataFrame      # per sample: processes + TREE_METRICS summed over the tree
+    role_names: tuple[str, ...] = ()     # the roles the run's host gave its processes
 
     def __len__(self) -> int:
         return len(self.times)
@@ -240,9 +241,8 @@ class Census:
         t = t[order]
         times, offsets, sample = np.unique(t, return_index=True, return_inverse=True)
         offsets = np.append(offsets, len(t))
-        role = frame["role"]
-        if not isinstance(role.dtype, pd.CategoricalDtype) or list(role.cat.categories) != list(ROLES):
-            role = pd.Series(pd.Categorical(role, categories=ROLES))
+        role = pd.Series(pd.Categorical(frame["role"].astype("object")))
+        names = tuple(str(r) for r in role.cat.categories)
         role = role.cat.codes.to_numpy()[order] if len(frame) else np.zeros(0, np.int8)
 
         def col(name: str) -> np.ndarray:
@@ -257,11 +257,11 @@ class Census:
             sums = np.bincount(sample, weights=np.nan_to_num(values), minlength=len(times))
             totals[name] = np.where(missing > 0, np.nan, sums)  # a partial sample is no total
         totals["fds_held"] = totals["num_fds"] - totals["tcp_fds"]
-        return cls(times=times, offsets=offsets, role=role, born=col("born"),
+        return cls(times=times, offsets=offsets, role=role, role_names=names, born=col("born"),
                    generation=col("generation"), totals=pd.DataFrame(totals))
 
     def role_mask(self, roles: Sequence[str]) -> np.ndarray:
-        return np.isin(self.role, [ROLES.index(r) for r in roles])
+        return np.isin(self.role, [self.role_names.index(r) for r in roles if r in self.role_names])
 
     def old(self, t_i: float, position: int) -> np.ndarray:
         """Rows of processes born before restart ``position`` (at ``t_i``): by ``generation``
@@ -279,7 +279,7 @@ class Census:
 
 def default_app_roles(census: Census) -> tuple[str, ...]:
     """``("app",)`` when the census saw any ``app`` process, else ``("main",)`` (wasmtime)."""
-    return ("app",) if (census.role == ROLES.index("app")).any() else ("main",)
+    return ("app",) if "app" in census.role_names and census.role_mask(("app",)).any() else ("main",)
 
 
 def idle_count(census: Census, windows: Windows, roles: Sequence[str]) -> float:

@@ -14,7 +14,7 @@ Not an asv file and not a test: it prints a table and writes ``results/overhead.
                  UNITD= or RESTARTBENCH_UNITS; 5 processes, its roots(), /status every 5th round,
                  TCP sockets every 20th), at idle and then under 20 Locust users, side by side; CPU
                  of the census thread (``Census.cpu_s``, thread time) per second of wall time.
-- ``analysis``   seconds to read and summarise a synthetic run of 10 M request rows (analysis/bench_scale).
+- ``analysis``   seconds to read and summarise a synthetic run of 10 M request rows (benchmarks/scale.py).
 - ``accuracy``   the host SIGSTOPped for exactly 300 ms, K times, under load: recovery_s as the analysis
                  computes it from the raw rows vs the known stall.
 
@@ -338,7 +338,7 @@ def measure_census_unit(quick: bool, work: Path) -> dict:
 
 
 def measure_analysis(quick: bool, work: Path) -> dict:
-    from restartbench.analysis import bench_scale
+    import scale as bench_scale
     rows = 1_000_000 if quick else 10_000_000
     m = bench_scale.measure(rows)
     scaled = m["summarize_s"] * 10_000_000 / rows

@@ -4,7 +4,7 @@ Every app is built from source by the suite into ``<out_dir>/<name>.wasm`` (defa
 
     from restartbench import apps
     path = apps.build("hello")               # rebuilt only when a source is newer
-    apps.app_spec("hello").wasmtime_flags    # extra `wasmtime serve` flags it needs
+    apps.app_spec("pyhello").imports           # the WASI interfaces beyond wasi:http it needs (hosts map them)
 
 All apps serve the same routes: ``/`` (200, a body naming the variant), ``/sleep?ms=N`` (holds the
 request N ms, capped at 60000, then 200; missing or malformed ``ms`` is 400) and 404 elsewhere.
@@ -65,7 +65,7 @@ class AppSpec:
     template: str = "hello.wat.in"       # file in ``source`` rendered with ``params``
     world: str = "hello"                 # world in ``source/wit``
     params: Mapping[str, str] = field(default_factory=dict)   # template substitutions
-    wasmtime_flags: tuple[str, ...] = ()  # extra `wasmtime serve` flags, e.g. ("-S", "cli")
+    imports: tuple[str, ...] = ()        # WASI worlds it imports beyond wasi:http/proxy, e.g. ("wasi:cli",)
     wasi_version: str = "0.2.0"          # the WASI version its imports name; hosts must provide it
 
     def sources(self) -> list[Path]:
@@ -87,7 +87,7 @@ APPS: Mapping[str, AppSpec] = types.MappingProxyType({s.name: s for s in (
           params={"TAG": "b"}),
     _spec("pyhello", "pyhello", "componentize-py (CPython) wasi:http handler, ~18 MB: its Cranelift "
           "compile dominates restart downtime", builder="componentize-py", template="app.py.in",
-          world="pyhello", params={"TAG": "py"}, wasmtime_flags=("-S", "cli"),
+          world="pyhello", params={"TAG": "py"}, imports=("wasi:cli",),
           wasi_version="0.2.9"),     # componentize-py 0.25.1's runtime lifts every import to 0.2.9
 )})
 

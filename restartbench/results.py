@@ -31,7 +31,9 @@ FORMAT = 1
 
 STATUSES = ("running", "complete", "interrupted", "failed")
 OUTCOMES = ("ok", "http_error", "timeout", "conn_error", "other")
-ROLES = ("main", "controller", "router", "prototype", "app", "other")
+#: the role every host may give a process it does not otherwise name; the other roles are the host's own
+#: (``Host.roles``: Unit's main, controller, router, prototype, app; wasmtime's main)
+OTHER_ROLE = "other"
 
 #: requests.parquet: column -> dtype. ``t_intended`` is NaN in the closed model.
 REQUEST_COLUMNS = {
@@ -147,8 +149,8 @@ def conform(frame: pd.DataFrame, columns: dict[str, str]) -> pd.DataFrame:
             dtype = "float64" if dtype.startswith("float") else dtype.capitalize()
         if dtype == "category" and name == "outcome":
             col = pd.Categorical(col, categories=OUTCOMES)
-        elif dtype == "category" and name == "role":
-            col = pd.Categorical(col, categories=ROLES)
+        elif dtype == "category" and name == "role":        # the roles present, in their order of appearance
+            col = pd.Categorical(col.astype("object"), categories=list(dict.fromkeys(col.dropna().astype(str))))
         else:
             col = col.astype(dtype)
         out[name] = col

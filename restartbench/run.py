@@ -72,9 +72,9 @@ class RunConfig:
     results_root: Path = DEFAULT_RESULTS
     run_id: str | None = None
     census_interval_s: float = 0.1
-    host: str = "127.0.0.1"
+    address: str = "127.0.0.1"                    # where the host listens (--host on the command line)
     port: int | None = None
-    allow_remote: bool = False                    # a non-loopback ``host`` (never in tests)
+    allow_remote: bool = False                    # a non-loopback ``address`` (never in tests)
     keep: bool = False                            # keep the temp dir (host state, sockets, logs)
     target_options: dict[str, Any] = field(default_factory=dict)   # the host's Options (fields by name)
     installation: Installation | None = None      # resolved from target/arch when None
@@ -89,7 +89,7 @@ class RunConfig:
         return self.installation
 
     @property
-    def host_kind(self) -> hosts.Host:
+    def host(self) -> hosts.Host:
         """The Host this config's target is (its resolved build's, else the spec's kind)."""
         if self.installation is not None:
             return hosts.of(self.installation)
@@ -103,9 +103,9 @@ def validate(config: RunConfig, resolve: bool = True) -> None:
     """Check everything about ``config`` that can be checked before a run starts; raise ConfigError
     with one line saying what is wrong and how to fix it. ``resolve``: the target's build too (a
     build made later, as a commit bisect does, is resolved then)."""
-    check_address(config.host, config.allow_remote)
+    check_address(config.address, config.allow_remote)
     if config.port is not None:
-        check_port(config.host, config.port)
+        check_port(config.address, config.port)
     sc, load = config.scenario, config.load
     if load.request_timeout_s >= sc.restart_every_s and sc.restart_count > 1:
         raise ConfigError(f"--request-timeout {load.request_timeout_s:g}s is not below the restart interval "
@@ -114,7 +114,7 @@ def validate(config: RunConfig, resolve: bool = True) -> None:
         apps.app_spec(config.app)
     except apps.UnknownApp as exc:
         raise ConfigError(str(exc)) from exc
-    host = config.host_kind
+    host = config.host
     options = host_options(host, config.target_options)     # kept as names -> values, checked
     config.target_options = {k: v for k, v in dataclasses.asdict(options).items() if v is not None}
     problems = host.problems(sc)
@@ -276,7 +276,7 @@ class _RunState:
         self._phase("starting host")
         host = hosts.of(self.installation)
         self.target = host.target(self.installation, self.components["a"], self.workdir / "host",
-                                  options=host_options(host, cfg.target_options), host=cfg.host, port=cfg.port,
+                                  options=host_options(host, cfg.target_options), address=cfg.address, port=cfg.port,
                                   processes=sc.processes)
         self.meta["target"] = {**self.meta["target"], **self.target.describe()}
         self.t0 = time.monotonic()

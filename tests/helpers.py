@@ -25,3 +25,17 @@ def http_get(where: str | int, path: str = "/", timeout: float = 10.0) -> tuple[
 def has_restart_bug(installation) -> bool:
     """The wasm-wasi-component restart bug (nginx/unit#1179): 1.32.0, fixed in 1.32.1 and 1.33.0."""
     return installation.version == "1.32.0"
+
+
+def load_benchmark(name: str):
+    """A module of benchmarks/ (not a package: asv imports those files by path), imported by path."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"benchmarks_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module

@@ -14,6 +14,7 @@ from restartbench.analysis.windows import AFTER, BEFORE, BETWEEN, WARMUP, WINDOW
 from analysis_fixtures import (MiB, Tree, clean_run, requests_frame, restarts_frame,
                                write_run)
 from restartbench.results import FormatError, read_run
+from helpers import load_benchmark
 
 
 def strict_json(summary: dict) -> dict:
@@ -404,8 +405,8 @@ def test_client_timeout_from_run_json(tmp_path):
 
 
 def test_a_million_requests_summarise_quickly():
-    from restartbench.analysis.bench_scale import measure
-    result = measure(1_000_000)            # 10 M take ~2.5 s on a 2-core VM; see bench_scale
+    measure = load_benchmark("scale").measure
+    result = measure(1_000_000)            # 10 M take ~2.5 s on a 2-core VM; see benchmarks/scale.py
     assert result["restarts"] == 39
     assert result["summarize_s"] < 5.0
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from helpers import http_get
 
-from restartbench import apps, tools
+from restartbench import apps, hosts, tools
 
 TAGS = {"hello": "a", "hello-b": "b", "pyhello": "py"}
 HAVE_COMPONENTIZE_PY = importlib.util.find_spec("componentize_py") is not None
@@ -84,7 +84,8 @@ def served(request, built, tmp_path_factory):
     name = request.param
     _needs(name)
     log = tmp_path_factory.mktemp("serve") / f"{name}.log"
-    with serve(built[name], apps.app_spec(name).wasmtime_flags, log) as (port, first_s):
+    flags = hosts.get("wasmtime").app_options(apps.app_spec(name)).get("serve_flags", ())
+    with serve(built[name], flags, log) as (port, first_s):
         yield name, port, first_s
 
 
@@ -168,7 +169,9 @@ def test_registry_describes_every_app():
     for name, spec in apps.APPS.items():
         assert spec.name == name and spec.description
         assert (spec.source / spec.template).is_file()
-        assert all(isinstance(f, str) for f in spec.wasmtime_flags)
+        assert all(world.startswith("wasi:") for world in spec.imports)
+    assert hosts.get("wasmtime").app_options(apps.app_spec("pyhello")) == {"serve_flags": ("-S", "cli")}
+    assert hosts.get("wasmtime").app_options(apps.app_spec("hello")) == {}
 
 
 def test_template_errors_are_build_errors():

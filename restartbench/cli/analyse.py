@@ -44,7 +44,7 @@ def register(sub) -> None:
 
 def cmd_summary(args: argparse.Namespace) -> int:
     from restartbench import analysis
-    from restartbench.analysis import console as views
+    from restartbench.analysis import views
 
     for run in open_runs(args.runs):
         done = analysis.analyze(run)

@@ -219,7 +219,7 @@ def run_config(args: argparse.Namespace, resolve: bool = True, check: bool = Tru
         raise UsageError(str(exc)) from None
     config = RunConfig(target=args.target, arch=args.arch, app=args.app, scenario=scenario, load=load,
                        results_root=args.results_dir, run_id=args.run_id, census_interval_s=args.census_interval,
-                       host=args.host, port=args.port, allow_remote=args.allow_remote, keep=args.keep,
+                       address=args.host, port=args.port, allow_remote=args.allow_remote, keep=args.keep,
                        target_options=target_options(args))
     if check:
         validate(config, resolve=resolve)

