@@ -39,6 +39,7 @@ SITES: dict[str, tuple[str, bool]] = {
     "shutdown hang": ("shutdown-hang", False),
     "processes outliving the stop": ("survivors", False),
     "requests stuck at idle": ("stuck-requests", False),
+    "other app disturbed": ("isolation", True),
 }
 STEMS = {stem: (check, per_restart) for check, (stem, per_restart) in SITES.items()}
 #: rows every aimed question still judges: a run that did not complete answers nothing
@@ -98,6 +99,14 @@ def sites(summary: dict[str, Any], meta: dict[str, Any]) -> list[Site]:
         out.append(_site("survivors", where))
     if ((summary.get("host_checks") or {}).get("idle") or {}).get("stuck"):
         out.append(_site("stuck-requests"))
+    o = summary.get("overall") or {}
+    for stem, key in (("rss-growth", "rss_slope_by_role"), ("fd-growth", "fd_slope_by_role")):
+        grows = {r: v for r, v in (o.get(key) or {}).items() if isinstance(v, (int, float)) and v > 0}
+        if grows:                                   # located at the role growing most
+            out.append(_site(stem, max(grows, key=grows.get)))
+    iso = o.get("isolation") or {}
+    if iso.get("disturbed_restarts"):
+        out.append(_site("isolation", "other", iso["disturbed_restarts"]))
     return out
 
 

@@ -43,7 +43,8 @@ DEFAULT_PATH = Path(__file__).resolve().parent.parent / "gates" / "default.toml"
 KEYS: dict[str, tuple[str, ...]] = {
     "limits": ("run_completed", "lingering_max", "window_timeout_rate_max", "all_recover",
                "recovery_p95_s_max", "rss_slope_max", "fd_slope_max", "crashes_max",
-               "crashed_restarts_rate_max", "stop_hangs_max", "survivors_max", "stuck_at_idle_share_max"),
+               "crashed_restarts_rate_max", "stop_hangs_max", "survivors_max", "stuck_at_idle_share_max",
+               "isolation_errors_max"),
     # an emulated run (qemu-user) is judged with these in place of [limits]: its timings and its RSS
     "emulated": ("recovery_p95_s_max", "rss_slope_max"),
     "baseline": ("alpha", "min_effect", "samples"),
@@ -487,8 +488,8 @@ def check_run(result: GateResult, run: Run, s: dict[str, Any], limits: dict[str,
     emulated = SummaryInfo.of(s).target.emulated
     timing_note = "emulated run: timings are the emulator's" if emulated else ""
 
-    def upper(check: str, key: str, value: Any, unit: str, skip_note: str, note: str = "") -> None:
-        upper_limit(result, scope, check, limits.get(key), value, unit, skip_note, note=note)
+    def upper(check: str, key: str, value: Any, unit: str, skip_note: str, note: str = "", fail_note: str = "") -> None:
+        upper_limit(result, scope, check, limits.get(key), value, unit, skip_note, note=note, fail_note=fail_note)
 
     if limits.get("run_completed"):
         status = s["run"]["status"]
@@ -533,14 +534,23 @@ def check_run(result: GateResult, run: Run, s: dict[str, Any], limits: dict[str,
     # a growth per restart needs a trend (3+ restarts) over trees of one shape (a process-count change
     # grows the tree by design)
     kinds = {r.get("kind") for r in restarts}
+    shapes = {r.get("tree_processes_before") for r in restarts if r.get("kind") == "change"}
     no_trend = (f"{len(restarts)} restart(s): a growth trend needs {MIN_TREND_RESTARTS}"
                 if len(restarts) < MIN_TREND_RESTARTS else
-                "process-count changes resize the tree" if "processes" in kinds else "")
+                "process-count changes resize the tree" if "processes" in kinds else
+                "the plan's changes resize the tree (apps added and removed)" if len(shapes) > 1 else "")
     upper("RSS growth per restart", "rss_slope_max", None if no_trend else o["rss_slope"], "bytes",
           no_trend or "fewer than two census points",
-          "emulated run: RSS is qemu's, [emulated] limit" if emulated else "")
+          "emulated run: RSS is qemu's, [emulated] limit" if emulated else "",
+          fail_note=grows_most(o.get("rss_slope_by_role"), "bytes"))
     upper("fd growth per restart", "fd_slope_max", None if no_trend else o["fd_slope"], "fds",
-          no_trend or "fewer than two census points")
+          no_trend or "fewer than two census points", fail_note=grows_most(o.get("fd_slope_by_role"), "fds"))
+    iso = o.get("isolation")
+    upper("other app disturbed", "isolation_errors_max", None if not iso else iso["window_not_ok"], "count",
+          "no second app in this run (scenario second_app)",
+          f"{iso['requests']} /other requests" if iso else "",
+          fail_note=_which(iso["per_restart"], lambda r: r["not_ok"] > 0,
+                           "; /other requests failed after action") if iso else "")
     host_checks(result, run, s, limits)
 
 
@@ -656,6 +666,15 @@ def upper_limit(result: GateResult, scope: str, check: str, limit: Any, value: A
         bad = value > limit
         result.add(check, scope, text, f"≤ {fmt(limit, unit)}", "fail" if bad else "pass",
                    note + (fail_note if bad else ""))
+
+
+def grows_most(by_role: dict[str, float] | None, unit: str) -> str:
+    """The role whose total grows most per restart, for a failing growth row ("" when none grows)."""
+    grows = {r: v for r, v in (by_role or {}).items() if v is not None and np.isfinite(v) and v > 0}
+    if not grows:
+        return ""
+    role = max(grows, key=grows.get)
+    return f"; grows most in {role} (+{fmt(grows[role], unit)} per restart)"
 
 
 def _which(restarts: list[dict[str, Any]], bad: Any, what: str) -> str:

@@ -158,7 +158,7 @@ def phase_table(req: Requests, windows: Windows, warmup_s: float = 0.0,
 
 def window_stats(req: Requests, windows: Windows, phase: np.ndarray, pos: np.ndarray) -> pd.DataFrame:
     """Per restart window: ``n_requests unfinished timeouts errors timeout_rate error_rate
-    rps recovered recovery_s window_truncated``.
+    rps recovered recovery_s outage_s window_truncated``.
 
     ``recovery_s`` (docs/metrics.md "Per restart") is from ``t_i`` to the earliest ``t_end`` of an
     ``ok`` request that started in the window. None started: the restart did not recover
@@ -189,7 +189,23 @@ def window_stats(req: Requests, windows: Windows, phase: np.ndarray, pos: np.nda
         "timeouts": timeouts.astype(np.int64), "errors": errors.astype(np.int64),
         "timeout_rate": timeout_rate, "error_rate": error_rate, "rps": rps,
         "recovered": recovered, "recovery_s": first_end - windows.starts,
+        "outage_s": _outages(req, in_win, idx, outcome, r),
     })
+
+
+def _outages(req: Requests, in_win: np.ndarray, idx: np.ndarray, outcome: np.ndarray, r: int) -> np.ndarray:
+    """Per window, how long the app was out: from the start of its first failed request (any outcome but
+    ok) to the end of the first ok request that started after its last failed one; 0 without a failed
+    request, NaN when none succeeded after (a daemon restart's downtime; a restart's, seen by its clients)."""
+    out = np.zeros(r)
+    t0, t1 = req.t_start[in_win], req.t_end[in_win]
+    bad = (outcome != OK) & (outcome >= -1)
+    for p in np.unique(idx[bad]):
+        mine = idx == p
+        starts = t0[mine & bad]
+        ok_after = mine & (outcome == OK) & (t0 > starts.max()) & ~np.isnan(t1)
+        out[p] = (t1[ok_after].min() - starts.min()) if ok_after.any() else np.nan
+    return out
 
 
 def _first_ok_end(req: Requests, in_win: np.ndarray, idx: np.ndarray, outcome: np.ndarray,
@@ -324,7 +340,7 @@ def census_stats(census: Census, windows: Windows, app_roles: Sequence[str], gra
     sampled just before the restart (``tree_<metric>_before``).
 
     ``lingering``: processes of ``app_roles`` born before ``t_i`` present in the first sample at
-    or after ``t_i + grace_s`` (NaN if the census ended before then). ``settle_s``: from ``t_i``
+    or after ``t_i + grace_s`` (NaN if the census ended before then); ``fresh_app``: those born after. ``settle_s``: from ``t_i``
     to the first sample at or after it with exactly ``counts[i]`` app processes and none born
     before ``t_i`` (NaN if never).
     """
@@ -333,6 +349,7 @@ def census_stats(census: Census, windows: Windows, app_roles: Sequence[str], gra
     proto = census.role_mask(("prototype",))
     lingering = np.full(r, np.nan)
     lingering_proto = np.full(r, np.nan)
+    fresh = np.full(r, np.nan)
     settle = np.full(r, np.nan)
     n_app, min_born, min_gen = _app_sample_stats(census, app)
     for p, t_i in enumerate(windows.starts):
@@ -342,6 +359,7 @@ def census_stats(census: Census, windows: Windows, app_roles: Sequence[str], gra
             old = census.old(t_i, p)[rows]
             lingering[p] = np.count_nonzero(old & app[rows])
             lingering_proto[p] = np.count_nonzero(old & proto[rows])
+            fresh[p] = np.count_nonzero(~old & app[rows])
         k0 = census.sample_at_or_after(t_i)
         if k0 is not None and np.isfinite(counts[p]):
             ok = (n_app[k0:] == counts[p]) & (min_born[k0:] >= t_i) & (min_gen[k0:] >= p + 1)
@@ -350,6 +368,7 @@ def census_stats(census: Census, windows: Windows, app_roles: Sequence[str], gra
                 settle[p] = census.times[k0 + hit[0]] - t_i
     out = pd.DataFrame({"lingering": pd.array(lingering, dtype="Float64").astype("Int64"),
                         "lingering_prototype": pd.array(lingering_proto, dtype="Float64").astype("Int64"),
+                        "fresh_app": pd.array(fresh, dtype="Float64").astype("Int64"),
                         "settle_s": settle})
     for name in ("processes", *TREE_METRICS, *DERIVED_METRICS):
         out[f"tree_{name}_before"] = values_before(census, name, windows.starts)
@@ -447,3 +466,55 @@ def retention(census: Census, windows: Windows, before: pd.DataFrame,
 def _sample_time(census: Census, before: float) -> float:
     k = int(np.searchsorted(census.times, before, side="left")) - 1
     return float(census.times[k]) if k >= 0 else np.nan
+
+
+# -- per role and per app ------------------------------------------------------------------------
+
+#: the route of a second app beside the one under test (the load's ``/other`` requests)
+OTHER_ROUTE = "/other"
+
+
+def role_retention(processes: pd.DataFrame, windows: Windows, load_end: float = np.inf,
+                   names: Sequence[str] = ("rss", "num_fds")) -> dict[str, dict[str, float]]:
+    """Growth per restart of each role's totals (``names``: rss, num_fds), as ``retention`` fits the
+    tree's: the role's sum in the last sample before each restart, plus the last sample under load,
+    against 0..n. A role with no process in a sample counts 0 there. ``{name: {role: slope}}``; empty
+    without restarts. A role's growth shows a leak a tree total hides among replaced processes, and
+    one in a process that every action keeps (a router leaking on each reconfiguration)."""
+    out: dict[str, dict[str, float]] = {name: {} for name in names}
+    frame = processes[processes["t"].notna()]
+    if not len(windows) or frame.empty:
+        return out
+    totals = frame.groupby(["t", frame["role"].astype(str)])[list(names)].sum(min_count=1).unstack(fill_value=0.0)
+    times = totals.index.to_numpy(dtype="float64")
+    at = [int(np.searchsorted(times, t, side="left")) - 1 for t in windows.starts]
+    end = int(np.searchsorted(times, load_end if np.isfinite(load_end) else np.inf, side="right")) - 1
+    rows = [k for k in at] + ([end] if end >= 0 and times[end] >= windows.first else [-1])
+    for name in names:
+        for role in totals[name].columns:
+            values = totals[name][role].to_numpy(dtype="float64")
+            points = np.array([values[k] if k >= 0 else np.nan for k in rows])
+            out[name][str(role)] = slope(points)
+    return out
+
+
+def isolation(frame: pd.DataFrame, restarts: pd.DataFrame, window_s: float) -> dict[str, Any] | None:
+    """The second app's requests (route ``/other``) around the actions on the app under test: how many
+    started in each action's window and how many of those were not ok. Daemon restarts stop every app
+    and are left out. None when the load sent no ``/other`` request."""
+    other = frame[frame["name"] == OTHER_ROUTE]
+    if other.empty:
+        return None
+    ok = (other["outcome"].astype(str) == "ok").to_numpy()
+    t = other["t_start"].to_numpy(dtype="float64")
+    per, hit = [], []
+    for r in restarts.sort_values("t_sent").itertuples():
+        if str(r.kind) == "daemon" or not np.isfinite(r.t_sent):
+            continue
+        inside = (t >= r.t_sent) & (t < r.t_sent + window_s)
+        bad = int((inside & ~ok).sum())
+        per.append({"index": int(r.index), "kind": str(r.kind), "requests": int(inside.sum()), "not_ok": bad})
+        if bad:
+            hit.append(int(r.index))
+    return {"requests": int(len(other)), "not_ok": int((~ok).sum()),
+            "window_not_ok": int(sum(p["not_ok"] for p in per)), "disturbed_restarts": hit, "per_restart": per}

@@ -83,9 +83,11 @@ def analyze(run: Run, window_s: float | None = None, grace_s: float | None = Non
     """
     scenario = run.meta.get("scenario") or {}
     window_s, grace_s = analysis_params(scenario, window_s, grace_s)
-    req = metrics.Requests.from_frame(run.requests())
+    frame = run.requests()
+    req = metrics.Requests.from_frame(frame[frame["name"] != metrics.OTHER_ROUTE])   # the app under test
     restarts = run.restarts()
-    census = metrics.Census.from_frame(run.processes())
+    processes = run.processes()
+    census = metrics.Census.from_frame(processes)
     windows = restart_windows(restarts, window_s)
     roles = tuple(app_roles) if app_roles else metrics.default_app_roles(census)
     if timeout_s is None:
@@ -97,6 +99,7 @@ def analyze(run: Run, window_s: float | None = None, grace_s: float | None = Non
     counts, count_source = metrics.configured_counts(scenario, kinds, idle)
     table = restart_table(restarts, windows, req, phase, pos, census, roles, grace_s, counts)
     retention = metrics.retention(census, windows, table, load_end=req.span()[1])
+    retention["by_role"] = metrics.role_retention(processes, windows, load_end=req.span()[1])
     params = {"window_s": window_s, "grace_s": grace_s, "warmup_s": warmup_s,
               "app_roles": list(roles), "timeout_s": timeout_s,
               "configured_processes": _base_count(scenario, idle),
@@ -105,6 +108,7 @@ def analyze(run: Run, window_s: float | None = None, grace_s: float | None = Non
                         restart_pos=pos, census=census, phases=phases, restarts=table,
                         retention=retention)
     analysis.overall = overall(analysis, unplaced=len(restarts) - len(windows))
+    analysis.overall["isolation"] = metrics.isolation(frame, restarts, window_s)
     return analysis
 
 
@@ -130,12 +134,20 @@ def restart_table(restarts: pd.DataFrame, windows: Windows, req: metrics.Request
     head = pd.DataFrame({
         "index": rows["index"].astype("Int64"),
         "kind": rows["kind"].astype(object),
+        "name": rows["name"].astype(object).where(rows["name"].notna(), None),
         "t_sent": t_sent, "t_done": t_done, "restart_api_s": t_done - t_sent,
         "http_status": rows["http_status"].astype("Int64"),
     })
-    return pd.concat([head, metrics.window_stats(req, windows, phase, pos),
-                      metrics.census_stats(census, windows, app_roles, grace_s, counts),
-                      pd.DataFrame({"configured_processes": counts})], axis=1)
+    table = pd.concat([head, metrics.window_stats(req, windows, phase, pos),
+                       metrics.census_stats(census, windows, app_roles, grace_s, counts),
+                       pd.DataFrame({"configured_processes": counts})], axis=1)
+    # a scripted change need not replace the app (a listener, a route, a setting): one that started no
+    # new app process left nothing to linger or to settle
+    kept = (table["kind"] == "change") & (table["fresh_app"] == 0).fillna(False)
+    table.loc[kept, "lingering"] = 0
+    table.loc[kept, "settle_s"] = 0.0
+    table["replaced_app"] = ~kept
+    return table
 
 
 def overall(a: Analysis, unplaced: int = 0) -> dict[str, Any]:
@@ -172,6 +184,8 @@ def overall(a: Analysis, unplaced: int = 0) -> dict[str, Any]:
         "rss_slope": a.retention["slope_per_restart"]["rss"],
         "fd_slope_of": fd_slope_of(a.retention),
         "fd_slope": a.retention["slope_per_restart"][fd_slope_of(a.retention)],
+        "rss_slope_by_role": a.retention.get("by_role", {}).get("rss", {}),
+        "fd_slope_by_role": a.retention.get("by_role", {}).get("num_fds", {}),
     })
     return out
 

@@ -47,14 +47,16 @@ def restart_table(summary: dict[str, Any]) -> Table:
     """One row per restart: its call, its window's requests, recovery, lingering, settle, processes."""
     t = Table(title="restarts", title_justify="left")
     crashes = any("crashes" in r for r in summary["restarts"])      # hosts that report process exits
-    for col in ("#", "kind", "at", "call", "status", "requests", "timeouts", "errors", "recovery",
+    for col in ("#", "kind", "at", "call", "status", "requests", "timeouts", "errors", "recovery", "outage",
                 "lingering") + (("crashes",) if crashes else ()) + ("settle", "procs before"):
         t.add_column(col, justify="right")
     for r in summary["restarts"]:
         recovery = _ms(r["recovery_s"]) if r.get("recovered") else "[red]never[/]"
-        cells = [str(r["index"]), str(r["kind"]), f"{r['t_sent']:.1f}s", _ms(r["restart_api_s"]),
+        kind = str(r["kind"]) + (f" {r['name']}" if r.get("name") else "")
+        outage = _ms(r.get("outage_s")) if r.get("outage_s") is not None else "[red]never back[/]"
+        cells = [str(r["index"]), kind, f"{r['t_sent']:.1f}s", _ms(r["restart_api_s"]),
                  str(r["http_status"] or "-"), _n(r["n_requests"]), _n(r["timeouts"]), _n(r["errors"]),
-                 recovery, _count(r.get("lingering"))]
+                 recovery, outage, _count(r.get("lingering"))]
         if crashes:
             cells.append(_count(r.get("crashes")))
         t.add_row(*cells, _ms(r.get("settle_s")), _n(r.get("tree_processes_before")))

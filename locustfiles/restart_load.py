@@ -59,6 +59,9 @@ def _add_arguments(parser):
                        help="share of users that request /sleep?ms=SLEEP_MS, held open by the app (default 0.1)")
     group.add_argument("--sleep-ms", type=int, default=500, include_in_web_ui=True,
                        help="how long /sleep requests are held (default 500)")
+    group.add_argument("--other-share", type=float, default=0.0, include_in_web_ui=True,
+                       help="share of users requesting --other-url (a second app beside the one under test)")
+    group.add_argument("--other-url", default="", help="the second app's URL; its requests are named /other")
     group.add_argument("--rate", type=float, default=0.0, include_in_web_ui=True,
                        help="open model: total requests/s over all users (default 0: closed model)")
     group.add_argument("--cookies", action="store_true", default=False,
@@ -83,7 +86,12 @@ def _on_init(environment, runner=None, **_kw):
     runner = runner or environment.runner
     if opts.num_users and opts.num_users >= 2:   # a whole number of holders, at least one
         HoldUser.fixed_count = max(1 if opts.sleep_share > 0 else 0, round(opts.num_users * opts.sleep_share))
-        AppUser.fixed_count = opts.num_users - HoldUser.fixed_count
+        other = (getattr(opts, "other_share", 0.0) or 0.0) if getattr(opts, "other_url", "") else 0.0
+        OtherUser.fixed_count = min(opts.num_users - HoldUser.fixed_count - 1,
+                                    max(1 if other > 0 else 0, round(opts.num_users * other)))
+        AppUser.fixed_count = opts.num_users - HoldUser.fixed_count - OtherUser.fixed_count
+        if OtherUser.fixed_count and OtherUser not in environment.user_classes:
+            environment.user_classes.append(OtherUser)      # Locust drops weight-0 classes when it starts
     if isinstance(runner, MasterRunner):
         if not opts.t0:                          # one t0 for every worker, on the master's clock
             opts.t0 = time.monotonic()
@@ -100,6 +108,7 @@ def _configure(opts) -> None:
     """Apply the options that shape every user (again when a worker receives the master's)."""
     _Base.network_timeout = _Base.connection_timeout = opts.request_timeout
     HoldUser.path = f"/sleep?ms={opts.sleep_ms}"
+    OtherUser.path = getattr(opts, "other_url", "") or "/other"
     # open model: a user holds up to rate x timeout / users requests in flight (one connection each)
     users = max(1, int(getattr(opts, "rate_users", 0) or opts.num_users or 1))
     _Base.concurrency = (max(10, min(1000, int(opts.rate * (opts.request_timeout + 1) / users) + 4))
@@ -354,3 +363,13 @@ class HoldUser(_Base):
 
     weight = 1
     name = "/sleep"
+
+
+class OtherUser(_Base):
+    """Requests ``--other-url`` (named ``/other``): a second app beside the one under test
+    (``--other-share`` of the users), judged for isolation."""
+
+    weight = 0
+    fixed_count = 0
+    path = "/other"
+    name = "/other"

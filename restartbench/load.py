@@ -50,6 +50,7 @@ class LoadSpec:
     request_timeout_s: float = 2.0
     sleep_share: float = 0.1
     sleep_ms: int = 500
+    other_share: float = 0.0          # share of users requesting /other (a second app's route)
     fresh_connections: bool = False   # a new connection per request instead of keep-alive
     rate: float = 0.0
     processes: int = 1                # Locust processes (--processes N when > 1)
@@ -82,8 +83,9 @@ class Load:
     """One Locust run against ``url`` for ``duration_s``, recording into ``record_dir``."""
 
     def __init__(self, spec: LoadSpec, url: str, duration_s: float, record_dir: Path, t0: float,
-                 log_path: Path):
+                 log_path: Path, other_url: str | None = None):
         self.spec, self.url, self.duration_s = spec, url, duration_s
+        self.other_url = other_url            # a second app's URL: ``other_share`` of the users request it
         self.record_dir, self.t0, self.log_path = Path(record_dir), t0, Path(log_path)
         self.proc = None
         self._counted: dict[str, tuple[int, int, int]] = {}   # file -> (bytes read, rows, not ok)
@@ -97,6 +99,8 @@ class Load:
                 "--record-dir", str(self.record_dir), "--t0", repr(self.t0),
                 "--request-timeout", f"{s.request_timeout_s:g}", "--sleep-share", f"{s.sleep_share:g}",
                 "--sleep-ms", str(s.sleep_ms), "--rate", f"{s.rate:g}"]
+        if s.other_share and self.other_url:
+            argv += ["--other-share", f"{s.other_share:g}", "--other-url", self.other_url]
         if s.fresh_connections:
             argv.append("--fresh-connections")
         if s.processes > 1:

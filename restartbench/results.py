@@ -27,7 +27,8 @@ import pandas as pd
 
 from .metadata import RUN_KEYS, RunInfo, problems
 
-FORMAT = 1
+FORMAT = 2
+READABLE = (1, 2)          # format 1: restarts.csv without method, path and name (read as empty)
 
 STATUSES = ("running", "complete", "interrupted", "failed")
 OUTCOMES = ("ok", "http_error", "timeout", "conn_error", "other")
@@ -56,6 +57,9 @@ RESTART_COLUMNS = {
     "t_done": "float64",
     "http_status": "int32",
     "body": "string",
+    "method": "string",       # format 2: the request the action made ("" when none)
+    "path": "string",
+    "name": "string",         # format 2: a scenario change's name
 }
 
 #: processes.parquet: column -> dtype. ``uss`` is NaN when not sampled this round.
@@ -241,9 +245,10 @@ def read_run(path: Path | str) -> Run:
     except (OSError, ValueError) as exc:
         raise FormatError(f"{meta_path}: not valid JSON ({exc})") from exc
     fmt = meta.get("format") if isinstance(meta, dict) else None
-    if fmt != FORMAT:
+    if fmt not in READABLE:
         raise FormatError(f"{meta_path}: results format {fmt!r} is not supported (this restartbench "
-                          f"reads format {FORMAT}); read it with the restartbench that wrote it")
+                          f"reads formats {', '.join(map(str, READABLE))}); read it with the restartbench "
+                          f"that wrote it")
     wrong = problems(meta, RUN_KEYS)
     if wrong:
         raise FormatError(f"{meta_path}: not a run.json of format {FORMAT} ({'; '.join(wrong)}); "

@@ -99,6 +99,10 @@ class RunConfig:
             raise ConfigError(str(exc)) from exc
 
 
+#: the share of users on a second app's route (``/other``) when a scenario has one and the load says nothing
+SECOND_APP_SHARE = 0.2
+
+
 def validate(config: RunConfig, resolve: bool = True) -> None:
     """Check everything about ``config`` that can be checked before a run starts; raise ConfigError
     with one line saying what is wrong and how to fix it. ``resolve``: the target's build too (a
@@ -107,6 +111,8 @@ def validate(config: RunConfig, resolve: bool = True) -> None:
     if config.port is not None:
         check_port(config.address, config.port)
     sc, load = config.scenario, config.load
+    if sc.second_app and not load.other_share:
+        config.load = load = dataclasses.replace(load, other_share=SECOND_APP_SHARE)
     if load.request_timeout_s >= sc.restart_every_s and sc.restart_count > 1:
         raise ConfigError(f"--request-timeout {load.request_timeout_s:g}s is not below the restart interval "
                           f"{sc.restart_every_s:g}s: a hung request must end inside its window")
@@ -142,6 +148,20 @@ def host_options(host: hosts.Host, given: dict[str, Any]) -> Any:
         return host.options(given)
     except (TypeError, ValueError) as exc:
         raise ConfigError(str(exc)) from exc
+
+
+def check_plan(config: RunConfig, installation: Installation, component: Path) -> None:
+    """The plan's scripted changes against an idle instance of the build, before any load: ConfigError
+    with the host's own refusal in one line (a path or a value this build rejects)."""
+    host = hosts.of(installation)
+    with tempfile.TemporaryDirectory(prefix="restartbench-check-") as tmp:
+        try:
+            with procs.tagging(f"check-{os.getpid()}"):
+                why = host.check_plan(installation, config.scenario, component, Path(tmp) / "host")
+        except TargetError as exc:
+            raise ConfigError(f"checking the plan on an idle {installation.label}: {str(exc).splitlines()[0]}") from exc
+    if why:
+        raise ConfigError(why)
 
 
 def check_address(host: str, allow_remote: bool = False) -> None:
@@ -223,6 +243,7 @@ def _run(config: RunConfig, report: Reporter | None) -> RunOutcome:
     installation = config.resolve()
     scenario = config.scenario
     components = _components(config)
+    check_plan(config, installation, components["a"])
     run_id = config.run_id or _run_id(installation, scenario)
     try:
         out = results.new_run_dir(config.results_root, run_id)
@@ -277,7 +298,7 @@ class _RunState:
         host = hosts.of(self.installation)
         self.target = host.target(self.installation, self.components["a"], self.workdir / "host",
                                   options=host_options(host, cfg.target_options), address=cfg.address, port=cfg.port,
-                                  processes=sc.processes)
+                                  processes=sc.processes, **({"second_app": True} if sc.second_app else {}))
         self.meta["target"] = {**self.meta["target"], **self.target.describe()}
         self.t0 = time.monotonic()
         self.meta["t0_wall"] = time.time()
@@ -288,7 +309,7 @@ class _RunState:
                                         interval_s=cfg.census_interval_s, status=self.target.status_sample)
         self.census.start()
         self.load = Load(cfg.load, self.target.url, sc.duration_s, self.out / ".requests", self.t0,
-                         self.out / "locust.log")
+                         self.out / "locust.log", other_url=getattr(self.target, "other_url", None))
         self._phase("starting load")
         self.load.start()
         if cfg.load.expect_workers:
@@ -324,7 +345,12 @@ class _RunState:
         try:
             reply = self.target.restart(action)
         except TargetError as exc:
-            reply = RestartReply(kind=action["kind"], t_sent=t_pre, t_done=time.monotonic(), body=str(exc))
+            reply = RestartReply(kind=action["kind"], t_sent=t_pre, t_done=time.monotonic(), body=str(exc),
+                                 method=action.get("method", ""), path=action.get("path", ""),
+                                 name=action.get("name", ""))
+            if getattr(exc, "stops_run", False):         # a change the host refused: the plan cannot go on
+                self.replies.append(reply)
+                raise
         self.replies.append(reply)
         self.progress.restarts_done += 1
         self.progress.last_restart = reply
@@ -459,7 +485,8 @@ class _RunState:
 
     def _restart_frame(self) -> pd.DataFrame:
         return pd.DataFrame([{"index": i, "kind": r.kind, "t_sent": r.t_sent - self.t0, "t_done": r.t_done - self.t0,
-                              "http_status": r.http_status, "body": r.body} for i, r in enumerate(self.replies)])
+                              "http_status": r.http_status, "body": r.body, "method": r.method, "path": r.path,
+                              "name": r.name} for i, r in enumerate(self.replies)])
 
 
 def _components(config: RunConfig) -> dict[str, Path]:

@@ -9,6 +9,15 @@ that expands to a timed list of actions. Action kinds (what each host does is in
                processes on any change of the app object
 ``swap``       a component swap: the other build of the app, then the host picks it up
 ``processes``  a change of the app's process count (Unit), alternating ``processes`` / +1
+``daemon``     the host's daemon stopped (SIGTERM, bounded) and started again on the same state, as
+               ``systemctl restart unit`` or a package upgrade does (Unit; ``upgrade_to``: the restart
+               starts that other build)
+NAME           a control-API change of the scenario's ``[changes.NAME]`` table: its ``steps`` (each a
+               ``method``, a ``/config/...`` path and a JSON ``body``) are sent one per action in turn,
+               so a change and its undo alternate (A, B, A, B, ...); ``values = [A, B]`` is short for
+               PUT steps of those bodies to ``path``. Paths and bodies may name ``{app}`` (the app under
+               test), ``{address}``, ``{port}`` (its listener), ``{port2}`` (a second free port),
+               ``{component}`` (the app's component file) and ``{dir}`` (a private dir, e.g. for a log)
 
 ``actions`` lists kinds used in turn (``["restart", "config"]`` alternates them). Times are seconds
 from the moment the load is flowing: ``warmup_s`` of steady state, a restart every
@@ -24,7 +33,9 @@ from pathlib import Path
 from typing import Any
 
 SCENARIO_DIR = Path(__file__).resolve().parent.parent / "scenarios"
-ACTION_KINDS = ("restart", "config", "swap", "processes")
+ACTION_KINDS = ("restart", "config", "swap", "processes", "daemon")
+CHANGE_METHODS = ("PUT", "POST", "DELETE")
+PLACEHOLDERS = ("app", "address", "port", "port2", "component", "dir")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
@@ -62,7 +73,11 @@ class Scenario:
     grace_s: float = 5.0             # analysis: lingering grace
     load: dict[str, Any] = field(default_factory=dict)   # the load it was written for ([load] table:
                                      # users, sleep_share, sleep_ms, rate, request_timeout,
-                                     # fresh_connections); flags of the run command win
+                                     # fresh_connections, other_share); flags of the run command win
+    changes: dict[str, dict[str, Any]] = field(default_factory=dict)   # [changes.NAME]: control-API changes
+    second_app: bool = False         # a second app (``other``, behind the route /other) beside the one
+                                     # under test: its requests are judged by the isolation check
+    upgrade_to: str | None = None    # daemon actions start this build (a target name) instead
 
     def validate(self) -> "Scenario":
         """Raise ScenarioError unless the plan can run as given."""
@@ -72,9 +87,13 @@ class Scenario:
         for name in ("warmup_s", "cooldown_s", "window_s", "grace_s"):
             if getattr(self, name) < 0:
                 raise ScenarioError(f"{name.removesuffix('_s')} must not be negative")
-        bad = [a for a in self.actions if a not in ACTION_KINDS]
+        for name, change in self.changes.items():
+            self.changes[name] = _change(name, change)
+        bad = [a for a in self.actions if a not in ACTION_KINDS and a not in self.changes]
         if bad or not self.actions:
-            raise ScenarioError(f"unknown restart action {bad or self.actions}: use {', '.join(ACTION_KINDS)}")
+            raise ScenarioError(f"unknown restart action {bad or self.actions}: use {', '.join(ACTION_KINDS)}"
+                                + (f" or a change of this scenario ({', '.join(self.changes)})" if self.changes
+                                   else " or a [changes.NAME] table of the scenario"))
         if not 1 <= self.processes <= 256:
             raise ScenarioError("processes must be between 1 and 256")
         if self.restarts is not None and self.restarts < 0:
@@ -101,9 +120,15 @@ class Scenario:
     def restart_count(self) -> int:
         return self.fitting_restarts() if self.restarts is None else self.restarts
 
+    def kinds(self) -> list[str]:
+        """The action kinds a host must do for this plan: the built-in ones named, ``change`` for the
+        scenario's control-API changes, ``second-app`` when it serves a second app."""
+        out = list(dict.fromkeys("change" if a in self.changes else a for a in self.actions))
+        return out + (["second-app"] if self.second_app else [])
+
     def plan(self) -> list[tuple[float, dict[str, Any]]]:
         """(seconds after the load starts, action) for every restart, in order."""
-        out, seen = [], {kind: 0 for kind in ACTION_KINDS}
+        out, seen = [], {kind: 0 for kind in [*ACTION_KINDS, *self.changes]}
         for i in range(self.restart_count):
             kind = self.actions[i % len(self.actions)]
             out.append((self.warmup_s + i * self.restart_every_s, action(kind, seen[kind], self)))
@@ -124,7 +149,56 @@ def action(kind: str, nth: int, scenario: Scenario) -> dict[str, Any]:
         return {"kind": "swap", "variant": "b" if nth % 2 == 0 else "a"}
     if kind == "processes":
         return {"kind": "processes", "processes": scenario.processes + (1 if nth % 2 == 0 else 0)}
+    if kind == "daemon":
+        return {"kind": "daemon", **({"upgrade_to": scenario.upgrade_to} if scenario.upgrade_to else {})}
+    if kind in scenario.changes:
+        steps = scenario.changes[kind]["steps"]
+        return {"kind": "change", "name": kind, **steps[nth % len(steps)]}
     return {"kind": "restart"}
+
+
+def _change(name: str, change: Any) -> dict[str, Any]:
+    """A [changes.NAME] table, checked and normalised to ``{"description", "steps": [{method, path, body}]}``."""
+    if not isinstance(change, dict):
+        raise ScenarioError(f"changes.{name} must be a table: [changes.{name}] path = \"/config/...\", values = [...]")
+    unknown = sorted(set(change) - {"description", "steps", "path", "values", "method", "body"})
+    if unknown:
+        raise ScenarioError(f"changes.{name}: unknown key {unknown[0]!r}; use steps = [...], or path with "
+                            f"values = [...] (or method and body)")
+    if "steps" in change:
+        steps = change["steps"]
+    elif "values" in change:
+        if "path" not in change or not isinstance(change["values"], list) or not change["values"]:
+            raise ScenarioError(f"changes.{name}: values needs a path and a non-empty list of bodies")
+        steps = [{"method": "PUT", "path": change["path"], "body": v} for v in change["values"]]
+    elif "path" in change:
+        steps = [{k: change[k] for k in ("method", "path", "body") if k in change}]
+    else:
+        raise ScenarioError(f"changes.{name}: give steps = [...], or path with values = [...]")
+    if not isinstance(steps, list) or not steps:
+        raise ScenarioError(f"changes.{name}: steps must be a non-empty list of {{method, path, body}}")
+    out = []
+    for n, step in enumerate(steps, 1):
+        where = f"changes.{name} step {n}"
+        if not isinstance(step, dict) or not set(step) <= {"method", "path", "body"} or "path" not in step:
+            raise ScenarioError(f"{where}: write {{ method = \"PUT\", path = \"/config/...\", body = ... }}")
+        method = str(step.get("method", "PUT")).upper()
+        if method not in CHANGE_METHODS:
+            raise ScenarioError(f"{where}: method {step.get('method')!r}: use {', '.join(CHANGE_METHODS)}")
+        path = str(step["path"])
+        if not (path == "/config" or path.startswith("/config/")):
+            raise ScenarioError(f"{where}: path {path!r} is not under /config: a change reconfigures")
+        if method == "DELETE" and "body" in step:
+            raise ScenarioError(f"{where}: a DELETE takes no body")
+        if method != "DELETE" and "body" not in step:
+            raise ScenarioError(f"{where}: {method} {path} needs a body (the JSON value to set)")
+        for text in (path, repr(step.get("body"))):
+            for word in re.findall(r"\{(\w+)\}", text):
+                if word not in PLACEHOLDERS:
+                    raise ScenarioError(f"{where}: unknown placeholder {{{word}}}: use "
+                                        + ", ".join(f"{{{p}}}" for p in PLACEHOLDERS))
+        out.append({"method": method, "path": path, **({"body": step["body"]} if "body" in step else {})})
+    return {"description": str(change.get("description", "")), "steps": out}
 
 
 def load(name_or_path: str | Path, **overrides: Any) -> Scenario:
@@ -144,7 +218,7 @@ def load(name_or_path: str | Path, **overrides: Any) -> Scenario:
 
 
 LOAD_KEYS = {"users": int, "sleep_share": float, "sleep_ms": int, "rate": float, "request_timeout": float,
-             "fresh_connections": bool}
+             "fresh_connections": bool, "other_share": float}
 
 
 def _load_table(value: Any) -> dict[str, Any]:
@@ -167,8 +241,9 @@ def _load_table(value: Any) -> dict[str, Any]:
         elif kind is float and (isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0):
             raise ScenarioError(f"[load] {key} must be a number >= 0, got {v!r}")
         out[key] = kind(v) if kind is not bool else v
-    if "sleep_share" in out and out["sleep_share"] > 1:
-        raise ScenarioError(f"[load] sleep_share must be between 0 and 1, got {out['sleep_share']:g}")
+    for key in ("sleep_share", "other_share"):
+        if key in out and out[key] > 1:
+            raise ScenarioError(f"[load] {key} must be between 0 and 1, got {out[key]:g}")
     return out
 
 
@@ -187,6 +262,12 @@ def from_dict(data: dict[str, Any], **overrides: Any) -> Scenario:
             value = [a.strip() for a in value.split(",") if a.strip()]
         elif key == "load":
             value = _load_table(value)
+        elif key == "changes":
+            if not isinstance(value, dict):
+                raise ScenarioError("changes must be tables: [changes.NAME] path = ..., values = [...]")
+            value = {str(k): v for k, v in value.items()}
+        elif key == "second_app" and not isinstance(value, bool):
+            raise ScenarioError(f"second_app must be true or false, got {value!r}")
         elif key in ("restarts", "processes") and value is not None:
             if not isinstance(value, int) or isinstance(value, bool):
                 raise ScenarioError(f"{key} must be a whole number, got {value!r}")

@@ -35,12 +35,14 @@ def test_clean_run_passes(tmp_path):
     assert {r.verdict for r in result.rows} == {"pass", "skip"}
     assert [r.check for r in result.rows] == [
         "run completed", "lingering", "window timeout rate", "every restart recovers",
-        "recovery p95", "RSS growth per restart", "fd growth per restart", "crashes while serving",
+        "recovery p95", "RSS growth per restart", "fd growth per restart", "other app disturbed",
+        "crashes while serving",
         "restarts whose old processes crashed",
         "shutdown hang", "processes outliving the stop", "requests stuck at idle"]
-    # a host without a log of its processes' exits or /status counters: those two are not judged
+    # a host without a log of its processes' exits or /status counters: those are not judged; no second app
     assert {r.check for r in result.rows if r.verdict == "skip"} == {
-        "crashes while serving", "restarts whose old processes crashed", "requests stuck at idle"}
+        "crashes while serving", "restarts whose old processes crashed", "requests stuck at idle",
+        "other app disturbed"}
 
 
 def test_injected_faults_fail_the_right_checks(tmp_path):

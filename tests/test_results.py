@@ -38,8 +38,16 @@ def test_round_trip(tmp_path):
 
 def test_unknown_format_is_refused_with_a_clear_error(tmp_path):
     path = make_run(tmp_path, format=99)
-    with pytest.raises(results.FormatError, match="format 99 is not supported.*reads format 1"):
+    with pytest.raises(results.FormatError, match="format 99 is not supported.*reads formats 1, 2"):
         results.read_run(path)
+
+
+def test_format_1_runs_are_read_with_empty_action_requests(tmp_path):
+    path = make_run(tmp_path, format=1)
+    (path / "restarts.csv").write_text('index,kind,t_sent,t_done,http_status,body\n0,restart,1.0,1.1,200,"{""success"": ""Ok""}"\n')
+    restarts = results.read_run(path).restarts()
+    assert list(restarts.columns) == list(results.RESTART_COLUMNS)
+    assert restarts["method"].isna().all() and restarts["body"].tolist() == ['{"success": "Ok"}']
 
 
 def test_not_a_run_dir(tmp_path):

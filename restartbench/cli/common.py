@@ -19,6 +19,8 @@ from .. import apps, results, scenarios
 from ..load import LoadSpec
 from ..run import DEFAULT_RESULTS, RunConfig, validate
 
+from ..run import SECOND_APP_SHARE
+
 EXIT_OK, EXIT_GATE_FAILED, EXIT_USAGE, EXIT_RUN_FAILED = 0, 1, 2, 3
 SIGNAL_EXIT = {"SIGINT": 130, "SIGTERM": 143, "SIGHUP": 129, "KeyboardInterrupt": 130}
 
@@ -115,8 +117,11 @@ def add_run_arguments(p: argparse.ArgumentParser, several: bool = False, probes:
     g.add_argument("--cooldown", type=duration("cooldown"), help="load after the last restart")
     g.add_argument("--restart-every", type=duration("restart-every"), help="restart interval, e.g. 5s")
     g.add_argument("--restarts", type=int, help="number of restarts (default: as many as fit)")
-    g.add_argument("--actions", help="restart kinds used in turn: restart,config,swap,processes")
+    g.add_argument("--actions", help="actions used in turn: restart, config, swap, processes, daemon, or a "
+                   "change the scenario names ([changes.NAME])")
     g.add_argument("--processes", type=int, help="app processes (Unit)")
+    g.add_argument("--upgrade-to", metavar="NAME", help="Unit: daemon actions start this build (a name from "
+                   "`restartbench targets`) instead of the one under test, as a package upgrade does")
     g.add_argument("--window", type=duration("window"), help="restart window W for the metrics (5s)")
     g.add_argument("--grace", type=duration("grace"), help="lingering grace (5s)")
     g = p.add_argument_group("load")
@@ -184,6 +189,7 @@ def load_spec(args: argparse.Namespace, scenario: scenarios.Scenario) -> LoadSpe
                     request_timeout_s=pick("request_timeout", "request_timeout", defaults.request_timeout_s),
                     sleep_share=pick("sleep_share", "sleep_share", defaults.sleep_share),
                     sleep_ms=pick("sleep_ms", "sleep_ms", defaults.sleep_ms),
+                    other_share=pick("other_share", "other_share", SECOND_APP_SHARE if scenario.second_app else 0.0),
                     rate=pick("rate", "rate", 0.0) or 0.0,
                     fresh_connections=bool(pick("fresh_connections", "fresh_connections", False)),
                     processes=args.load_processes, expect_workers=args.expect_workers,
@@ -204,7 +210,8 @@ def scenarios_from(args: argparse.Namespace, names: Sequence[str]) -> list[scena
     """The named scenarios with the run flags' overrides (as ``run_config`` applies them)."""
     return [scenarios.load(name, duration=args.duration, warmup=args.warmup, cooldown=args.cooldown,
                            restart_every=args.restart_every, restarts=args.restarts, actions=args.actions,
-                           processes=args.processes, window=args.window, grace=args.grace)
+                           processes=args.processes, window=args.window, grace=args.grace,
+                           upgrade_to=getattr(args, "upgrade_to", None))
             for name in names]
 
 

@@ -97,6 +97,9 @@ class RestartReply:
     t_done: float
     http_status: int = 0      # 0 when the action is not an HTTP call
     body: str = ""
+    method: str = ""          # the (first) request it made: GET, PUT, POST, DELETE ("" when none)
+    path: str = ""            # its path, e.g. /control/applications/<app>/restart
+    name: str = ""            # a scenario change's name (kind ``change``)
 
 
 @dataclass
@@ -231,9 +234,9 @@ class Host:
     def problems(self, scenario: "Scenario") -> list[str]:
         """Why this host cannot perform ``scenario`` (empty: it can)."""
         out = []
-        missing = sorted(set(scenario.actions) - set(self.restart_kinds))
+        missing = [k for k in scenario.kinds() if k not in self.restart_kinds]
         if missing:
-            out.append(f"{self.kind} cannot do {', '.join(missing)} restarts (it does "
+            out.append(f"{self.kind} cannot do {', '.join(missing)} (it does "
                        f"{', '.join(self.restart_kinds)}): pick another --actions or --scenario")
         if self.max_processes is not None and scenario.processes > self.max_processes:
             runs = "one process" if self.max_processes == 1 else f"at most {self.max_processes} processes"
@@ -254,6 +257,11 @@ class Host:
         from ..arches import host_arch
 
         return self.resolve("" if not self.named else installation.name, host_arch())
+
+    def check_plan(self, installation: Installation, scenario: "Scenario", component: Path, workdir: Path) -> str:
+        """What an idle instance of this build refuses in ``scenario``'s plan, as one line ("" when
+        nothing: the default for a host without scripted changes)."""
+        return ""
 
     def run_checks(self, run: "Run", grace_s: float | None = None) -> dict[str, Any] | None:
         """This host's own checks of a finished run (its log, its status counters), as a JSON-able

@@ -40,9 +40,9 @@ class UnitHost(Host):
     kind = "unit"
     title = "NGINX Unit / FreeUnit (wasm-wasi-component)"
     order = 10
-    restart_kinds = ("restart", "config", "swap", "processes")
+    restart_kinds = ("restart", "config", "swap", "processes", "change", "daemon", "second-app")
     max_processes = None
-    roles = ("main", "controller", "router", "prototype", "app")
+    roles = ("main", "controller", "router", "prototype", "app", "bystander")
     Options = UnitOptions
 
     def discover(self) -> list[Candidate]:
@@ -104,6 +104,29 @@ class UnitHost(Host):
                                     f"{installation.version}`), or pass --no-control")
         stem = installation.name.split("-")[0]
         return next((i for i in same if i.name == stem), same[0])
+
+    def check_plan(self, installation: Installation, scenario, component: Path, workdir: Path) -> str:
+        """Every step of the plan's control-API changes, in plan order, sent to an idle unitd of this
+        build (each change's steps once): the first Unit rejects, in Unit's words."""
+        from .target import UnitTarget
+
+        steps = [a for _, a in scenario.plan() if a["kind"] == "change"]
+        cycle = max((len(c["steps"]) for c in scenario.changes.values()), default=0)
+        steps = steps[: 2 * cycle * max(1, len(scenario.changes))]     # every step once and its repeat
+        if not steps:
+            return ""
+        target = UnitTarget(installation, component, workdir, processes=scenario.processes,
+                            second_app=scenario.second_app)
+        try:
+            target.start()
+            n, why = target.check_changes(steps)
+            if n < 0:
+                return ""
+            step = steps[n]
+            return (f"Unit {installation.version} rejects change {step['name']!r} "
+                    f"({step['method']} {target.fill(step['path'])}): {why}")
+        finally:
+            target.stop()
 
     def run_checks(self, run, grace_s: float | None = None) -> dict[str, Any] | None:
         from .checks import check_run

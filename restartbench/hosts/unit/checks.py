@@ -229,8 +229,16 @@ def log_phases(lines: pd.Series) -> pd.DataFrame:
     phase[stop & (marks["rest"] == "SIGTERM")] = "shutdown"
     phase[stop & (marks["rest"] == "SIGKILL")] = "killed"
     phase[marks["event"] == "start"] = "run"
-    return pd.DataFrame({"restart": restart.ffill().astype("Int64"),
-                         "phase": phase.ffill().fillna("run"), "mark": marks["event"].notna()})
+    phase = phase.ffill().fillna("run")
+    # a stop followed by another start (a daemon restart): the old daemon's shutdown is a restart's doing
+    starts = lines.index[marks["event"] == "start"]
+    for k in lines.index[stop & (marks["rest"] == "SIGTERM")]:
+        later = starts[starts > k]
+        if len(later):
+            seg = (lines.index >= k) & (lines.index < later[0])
+            phase[seg] = phase[seg].replace({"shutdown": "restarting", "killed": "restarting-killed"})
+    return pd.DataFrame({"restart": restart.ffill().astype("Int64"), "phase": phase,
+                         "mark": marks["event"].notna()})
 
 
 def process_exits(text: str, procs: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -282,13 +290,15 @@ def crash_summary(exits: pd.DataFrame, n_restarts: int) -> dict[str, Any]:
     if not len(exits):
         exits = pd.DataFrame(columns=list(exits.columns) or ["signal", "code", "phase", "restart",
                                                              "generation", "role", "signal_name"])
-    crashed = exits[exits["signal"].notna() & (exits["phase"] != "killed")].copy()
+    crashed = exits[exits["signal"].notna() & ~exits["phase"].isin(["killed", "restarting-killed"])].copy()
     restart = pd.to_numeric(crashed["restart"], errors="coerce")
     gen = pd.to_numeric(crashed["generation"], errors="coerce")
     replaced = crashed["role"].astype(str).isin(REPLACED_ROLES)       # a restart replaces only these
-    crashed["leaving"] = ((crashed["phase"] == "run") & restart.notna() & gen.notna() & (gen <= restart)
-                          & replaced)
-    in_run = crashed[crashed["phase"] == "run"]
+    # leaving: a replaced process (born before the restart it died after) that crashed on its way out;
+    # at a daemon restart every process of the old daemon is on its way out
+    crashed["leaving"] = (((crashed["phase"] == "run") & restart.notna() & gen.notna() & (gen <= restart)
+                           & replaced) | (crashed["phase"] == "restarting"))
+    in_run = crashed[crashed["phase"].isin(["run", "restarting"])]
     per = in_run["restart"].dropna().astype(int).value_counts()
     bad_code = exits[pd.to_numeric(exits["code"], errors="coerce").fillna(0) != 0]
     by = (crashed["role"].astype(str) + " " + crashed["signal_name"].astype(str)).value_counts()

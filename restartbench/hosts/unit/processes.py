@@ -28,9 +28,18 @@ def parse_title(title: str) -> tuple[str, str | None]:
     return ("prototype" if m.group("kind") == "prototype" else "app"), m.group("app")
 
 
-def unit_role(title: str) -> str:
-    """The census role of a Unit process, from its title (cmdline; comm stays ``unitd``)."""
-    return parse_title(title)[0]
+#: the app the suite puts under test (its processes are ``app`` and ``prototype``)
+APP_NAME = "restartbench"
+#: the role of the processes (and prototypes) of every other app Unit runs beside it: a second app of
+#: the scenario, an app a change adds; kept apart so that they are not taken for the app under test's
+BYSTANDER = "bystander"
+
+
+def unit_role(title: str, app: str = APP_NAME) -> str:
+    """The census role of a Unit process, from its title (cmdline; comm stays ``unitd``): ``app`` and
+    ``prototype`` for the app under test (``app``), ``bystander`` for another app's."""
+    role, detail = parse_title(title)
+    return BYSTANDER if role in ("prototype", "app") and detail != app else role
 
 
 #: Unit's log lines naming a process it started, logged by that process itself (``nxt_process.c``).
@@ -45,8 +54,8 @@ class LogRoles:
     every process but main and the controller names itself in the log when it starts. The log is
     read incrementally, at most every ``every_s``, and only when a pid is not known yet."""
 
-    def __init__(self, log_path: Path, every_s: float = 0.2):
-        self.log_path, self.every_s = log_path, every_s
+    def __init__(self, log_path: Path, every_s: float = 0.2, app: str = APP_NAME):
+        self.log_path, self.every_s, self.app = log_path, every_s, app
         self._offset, self._next = 0, 0.0
         self.roles: dict[int, str] = {}
 
@@ -61,6 +70,8 @@ class LogRoles:
         self._offset += end
         for m in _LOG_START.finditer(chunk[:end].decode(errors="replace")):
             role = m.group("fixed") or ("prototype" if m.group("kind") == "prototype" else "app")
+            if not m.group("fixed") and m.group("app") != self.app:
+                role = BYSTANDER
             self.roles[int(m.group("pid"))] = role
 
     def role(self, pid: int, ppid: int, main: int | None) -> str:

@@ -29,6 +29,20 @@ the run). Restart kinds and the control API calls they make:
                processes); then GET …/restart only if the path did not change (a rewritten file),
                or always with ``swap_restart=True``
 ``processes``  PUT /config/applications/<app>/processes
+``change``     a scenario's control-API change: its request (method, /config path, JSON body) with the
+               placeholders {app}, {address}, {port}, {port2}, {component}, {dir} filled in. A change Unit rejects stops the
+               run there with Unit's own error (``error``, ``detail``, ``location.path``) in one line;
+               ``check_changes`` sends every step to an idle instance first (``run.validate`` uses it)
+``daemon``     unitd stopped (SIGTERM, bounded, as at the end of a run) and started again on the same
+               state dir, so Unit restores its configuration from there, as ``systemctl restart unit``
+               does; with ``upgrade_to`` the new unitd is that other build (a package upgrade). The
+               reply says how long each half took, whether the configuration came back, and what the old
+               daemon left behind (findings ``daemon_stop_hang``, ``daemon_left``, ``config_lost``,
+               ``daemon_not_back``)
+
+With ``second_app`` the configuration also serves ``other`` (the same component, its own process) on a
+listener of its own (``other_url``): restarting or reconfiguring the app under test must not disturb it
+(the load's requests to it, named ``/other``, are judged by the isolation check).
 
 Shutdown never hangs the suite: SIGTERM to main, a bounded wait, then SIGKILL for the whole session
 and for every process of the tree ever seen that left it. A main still alive after the wait is the
@@ -66,10 +80,10 @@ from ... import procs, results
 from ...errors import TargetError
 from ...net import free_port, http_url, wait_http
 from ..base import Installation, RestartReply, StopReport
-from .processes import LogRoles, unit_role
+from .processes import APP_NAME, LogRoles, unit_role
 
-APP_NAME = "restartbench"
 WASM_TYPE = "wasm-wasi-component"
+OTHER_APP = "other"               # the second app of a ``second_app`` configuration
 #: no address-space cap, even emulated (unlike wasmtime serve's): the module reserves 8 GiB of
 #: address space per wasm instance, one per request in flight, and qemu-user passes each reservation
 #: on to this machine; under a cap every instantiation fails (``mmap failed to reserve 0x200000000
@@ -174,6 +188,25 @@ def control(sock_path: str | Path, method: str, path: str, body: Any = None,
         conn.close()
 
 
+class ChangeRejected(TargetError):
+    """Unit refused a scripted change: the run stops at that action with Unit's error."""
+
+    stops_run = True
+
+
+def rejection(reply: Reply) -> str:
+    """Unit's error answer in one line: ``error``, ``detail`` and ``location.path`` (or the raw body)."""
+    try:
+        doc = reply.json() or {}
+    except ValueError:
+        doc = {}
+    if not isinstance(doc, dict) or not doc:
+        return f"HTTP {reply.status} {reply.compact()}"
+    loc = (doc.get("location") or {}).get("path") if isinstance(doc.get("location"), dict) else None
+    return (f"HTTP {reply.status} {doc.get('error', '')}".strip()
+            + (f" — {doc['detail']}" if doc.get("detail") else "") + (f" (at {loc})" if loc else ""))
+
+
 # -- shutdown ---------------------------------------------------------------------------------
 
 def shutdown(proc: subprocess.Popen, tracked: Iterable[psutil.Process], grace_s: float,
@@ -203,14 +236,14 @@ class UnitTarget:
     """One private unitd serving one app on a free loopback port; see the module docstring."""
 
     kind = "unit"
-    restart_kinds = ("restart", "config", "swap", "processes")
+    restart_kinds = ("restart", "config", "swap", "processes", "change", "daemon")
 
     def __init__(self, installation: Installation, component: Path, workdir: Path, *,
                  address: str = "127.0.0.1", port: int | None = None, processes: int = 1,
                  app_name: str = APP_NAME, app_object: str | Path | dict | None = None,
                  env: dict[str, str] | None = None, user: str | None = None, group: str | None = None,
                  swap_restart: bool = False, ready_timeout_s: float = 60.0,
-                 control_timeout_s: float = 10.0, stop_timeout_s: float = 5.0):
+                 control_timeout_s: float = 10.0, stop_timeout_s: float = 5.0, second_app: bool = False):
         if installation.kind != "unit":
             raise TargetError(f"UnitTarget needs a unit installation, got {installation.kind!r}")
         if installation.modules is None:
@@ -223,6 +256,9 @@ class UnitTarget:
         self.workdir = Path(workdir).resolve()
         self.address = address
         self.port = port or free_port(address)
+        self.port2 = free_port(address)            # {port2}: a second listener a change may add
+        self.second_app = bool(second_app)
+        self.port3 = free_port(address) if self.second_app else 0      # the second app's own listener
         self.processes = int(processes)
         self.app_name = app_name
         self.app_object = load_app_object(app_object) if app_object is not None else None
@@ -235,7 +271,7 @@ class UnitTarget:
         self.control_timeout_s = control_timeout_s * slow
         self.stop_timeout_s = stop_timeout_s
         self.log_path = self.workdir / "unit.log"
-        self._log_roles = LogRoles(self.log_path)
+        self._log_roles = LogRoles(self.log_path, app=app_name)
         self.state_dir = self.workdir / "state"
         self.tmp_dir = self.workdir / "tmp"
         self.pid_path = self.workdir / "unit.pid"
@@ -266,16 +302,7 @@ class UnitTarget:
         if self.is_wasm() and not self.component.is_file():
             raise TargetError(f"component {self.component} not found: run `restartbench build-apps`")
         self._prepare_dirs()
-        argv = self.command()
-        with open(self.log_path, "ab") as log:
-            log.write(results.log_mark(f"start: {' '.join(argv)}"))
-            log.flush()
-            try:
-                self.proc = procs.spawn(argv, stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir,
-                                        vmem_cap=EMULATED_VMEM_CAP if self.installation.emulated else None)
-            except OSError as exc:
-                raise TargetError(f"cannot run {argv[0]}: {exc.strerror or exc}") from exc
-        self._track(force=True)
+        self._spawn()
         self._wait_control()
         reply = self._call("PUT", "/config", self.config)
         if not reply.ok:
@@ -308,7 +335,7 @@ class UnitTarget:
 
     def role(self, title: str, pid: int = 0, ppid: int = 0) -> str:
         """From the process title; under emulation (titles are qemu's) from Unit's log."""
-        role = unit_role(title)
+        role = unit_role(title, self.app_name)
         if role != "other" or not self.installation.emulated or not pid:
             return role
         return self._log_roles.role(pid, ppid, self.proc.pid if self.proc is not None else None)
@@ -322,9 +349,17 @@ class UnitTarget:
             raise TargetError(f"Unit cannot do a {kind!r} action; it does {', '.join(self.restart_kinds)}")
         app = f"/config/applications/{self.app_name}"
         restart = f"/control/applications/{self.app_name}/restart"
+        if kind == "daemon":
+            return self._restart_daemon(action)
         t_sent = time.monotonic()
         steps: list[Reply] = []
-        if kind == "restart":
+        if kind == "change":
+            method, path = action["method"], self.fill(action["path"])
+            steps.append(self._call(method, path, json.dumps(self.fill(action["body"])) if "body" in action else None))
+            if not steps[-1].ok:
+                raise ChangeRejected(f"Unit rejected change {action.get('name', '')!r}: {method} {path}: "
+                                     f"{rejection(steps[-1])}")
+        elif kind == "restart":
             steps.append(self._call("GET", restart))
         elif kind == "config":
             self.env.update({str(k): str(v) for k, v in action.get("env", {}).items()})
@@ -344,11 +379,65 @@ class UnitTarget:
             self.processes = int(action["processes"])
             steps.append(self._call("PUT", f"{app}/processes", self.processes))
         t_done = time.monotonic()
-        self.config = self.full_config()
+        self.config = self.full_config() if kind != "change" else self._call("GET", "/config").json()
         failed = next((s for s in steps if not s.ok), steps[-1])
         body = steps[0].compact() if len(steps) == 1 else \
             "; ".join(f"{s.method} {s.path} {s.status} {s.compact()}" for s in steps)
-        return RestartReply(kind=kind, t_sent=t_sent, t_done=t_done, http_status=failed.status, body=body)
+        return RestartReply(kind=kind, t_sent=t_sent, t_done=t_done, http_status=failed.status, body=body,
+                            method=steps[0].method, path=steps[0].path, name=str(action.get("name", "")))
+
+    def _restart_daemon(self, action: dict[str, Any]) -> RestartReply:
+        """Stop unitd (SIGTERM, bounded) and start it again on the same state dir (another build with
+        ``upgrade_to``): Unit restores its configuration from the state dir. Never hangs: a daemon that
+        does not come back is a finding (``daemon_not_back``), the run goes on and its requests fail."""
+        t_sent = time.monotonic()
+        before = self._call("GET", "/config").json()
+        self._track(force=True)
+        with self._lock:
+            tracked = list(self._seen.values())
+        old_pid = self.proc.pid
+        stopped = shutdown(self.proc, tracked, self.stop_timeout_s, mark=self._mark)
+        t_stopped = time.monotonic()
+        for f in stopped.findings:
+            self.findings.append({**f, "kind": "daemon_" + f["kind"].removeprefix("stop_"),
+                                  "detail": f"at a daemon restart: {f['detail']}"})
+        if stopped.survivors:
+            self.findings.append({"kind": "daemon_left", "pid": old_pid, "processes": stopped.survivors,
+                                  "detail": f"{len(stopped.survivors)} process(es) of the old unitd {old_pid} were "
+                                            f"still running {self.stop_timeout_s:g} s after its SIGTERM (killed)"})
+        with self._lock:
+            self._seen.clear()
+            self._roots = []
+        upgrade = action.get("upgrade_to")
+        if upgrade:
+            from .discovery import resolve
+
+            self.installation = resolve(upgrade, self.installation.arch)
+        notes = [f"stopped in {t_stopped - t_sent:.2f} s" + ("" if stopped.graceful else
+                                                            f" ({len(stopped.survivors)} left, killed)")]
+        try:
+            self._spawn()
+            self._wait_control()
+            after = self._call("GET", "/config").json()
+            restored = after == before
+            if not restored:
+                self.findings.append({"kind": "config_lost", "detail": "after a daemon restart Unit's "
+                                      "configuration was not the one before (restored from the state dir)",
+                                      "before": before, "after": after})
+            wait_http(self.url, self.ready_timeout_s, self._alive)
+            notes.append(f"answering {time.monotonic() - t_stopped:.2f} s after the start"
+                         + (f" ({self.installation.label} {self.installation.version})" if upgrade else "")
+                         + f", configuration {'restored' if restored else 'NOT restored'}")
+            status = 200 if restored else 500
+            self.config = after
+        except TargetError as exc:
+            self.findings.append({"kind": "daemon_not_back", "detail": f"unitd did not come back after a daemon "
+                                  f"restart: {str(exc).splitlines()[0]}"})
+            notes.append(f"did not come back: {str(exc).splitlines()[0]}")
+            status = 503
+        self._track(force=True)
+        return RestartReply(kind="daemon", t_sent=t_sent, t_done=time.monotonic(), http_status=status,
+                            body="; ".join(notes), method="", path="")
 
     def status_sample(self) -> dict[str, float]:
         """GET /status, flattened (see ``flatten_status``). Raises when Unit does not answer."""
@@ -402,8 +491,49 @@ class UnitTarget:
 
     def full_config(self) -> dict[str, Any]:
         host = f"[{self.address}]" if ":" in self.address else self.address
-        return {"listeners": {f"{host}:{self.port}": {"pass": f"applications/{self.app_name}"}},
-                "applications": {self.app_name: self.app_config()}}
+        if not self.second_app:
+            return {"listeners": {f"{host}:{self.port}": {"pass": f"applications/{self.app_name}"}},
+                    "applications": {self.app_name: self.app_config()}}
+        other = {**self.app_config(), "processes": 1}
+        other.pop("environment", None)
+        return {"listeners": {f"{host}:{self.port}": {"pass": f"applications/{self.app_name}"},
+                              f"{host}:{self.port3}": {"pass": f"applications/{OTHER_APP}"}},
+                "applications": {self.app_name: self.app_config(), OTHER_APP: other}}
+
+    @property
+    def other_url(self) -> str | None:
+        """The second app's URL (``second_app``), else None."""
+        return http_url(self.address, self.port3) if self.second_app else None
+
+    def fill(self, value: Any) -> Any:
+        """``value`` (a path or a JSON body) with {app}, {address}, {port}, {port2}, {component}, {dir} filled in."""
+        if isinstance(value, str):
+            host = f"[{self.address}]" if ":" in self.address else self.address
+            for key, text in (("app", self.app_name), ("address", host), ("port", str(self.port)),
+                              ("port2", str(self.port2)), ("component", str(self.component)),
+                              ("dir", str(self.tmp_dir))):
+                value = value.replace("{" + key + "}", text)
+            return value
+        if isinstance(value, list):
+            return [self.fill(v) for v in value]
+        if isinstance(value, dict):
+            return {self.fill(k): self.fill(v) for k, v in value.items()}
+        return value
+
+    def check_changes(self, steps: list[dict[str, Any]]) -> tuple[int, str]:
+        """Send the change steps in order to this (idle) instance: the position of the first one Unit
+        rejects and Unit's error in one line ((-1, "") when it takes them all). The configuration is
+        restored afterwards."""
+        before = self._call("GET", "/config").json()
+        try:
+            for n, step in enumerate(steps):
+                reply = self._call(step["method"], self.fill(step["path"]),
+                                   json.dumps(self.fill(step["body"])) if "body" in step else None)
+                if not reply.ok:
+                    return n, rejection(reply)
+            return -1, ""
+        finally:
+            self._call("PUT", "/config", before)
 
     def command(self) -> list[str]:
         """unitd's argv: --no-daemon and every path option, each with a value, all in the work dir."""
@@ -447,6 +577,21 @@ class UnitTarget:
 
     def _alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+    def _spawn(self) -> None:
+        """unitd started (its own session, dying with us), its start line marked in the log."""
+        argv = self.command()
+        if self.control_socket.exists():
+            self.control_socket.unlink()
+        with open(self.log_path, "ab") as log:
+            log.write(results.log_mark(f"start: {' '.join(argv)}"))
+            log.flush()
+            try:
+                self.proc = procs.spawn(argv, stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir,
+                                        vmem_cap=EMULATED_VMEM_CAP if self.installation.emulated else None)
+            except OSError as exc:
+                raise TargetError(f"cannot run {argv[0]}: {exc.strerror or exc}") from exc
+        self._track(force=True)
 
     def _wait_control(self) -> None:
         deadline = time.monotonic() + self.control_timeout_s
