@@ -1,9 +1,11 @@
 """Go looking for restart bugs: randomized restart plans, judged by the gate, a failure shrunk to a
 minimal plan that still fails.
 
-``explore(target, budget_s, seed=...)`` draws plans (``Plan``: a sequence of restart kinds, their
-spacing, the load — idle to saturation, closed or open model, keep-alive or fresh connections — and
-the app's process count) from a seeded generator, runs each (``run()``) and judges it with the gate.
+``explore(target, budget_s, seed=...)`` draws plans (``Plan``: a sequence of actions — the host's
+restart kinds, its daemon restart, and the control-API changes its ``vocabulary`` offers for the build's
+version (listeners, routes, settings, apps, limits, the access log) —, their spacing, the load — idle to
+saturation, closed or open model, keep-alive or fresh connections —, the app's process count and whether
+a second app runs beside it) from a seeded generator, runs each (``run()``) and judges it with the gate.
 The first failing plan is re-run to confirm it, then shrunk: fewer restarts, simpler kinds, fewer
 users, no held requests, closed model, keep-alive, one process, longer spacing — each candidate run
 once and kept only if it still fails, the final one run once more to confirm. The result is written
@@ -51,6 +53,13 @@ class Plan:
     rate: float = 0.0                   # open model requests/s (0: closed model)
     fresh_connections: bool = False
     processes: int = 1
+    changes: tuple[tuple[str, str], ...] = ()   # (name, JSON of the change) for the change kinds it uses
+    second_app: bool = False
+
+    def change_tables(self) -> dict[str, dict[str, Any]]:
+        """The [changes.NAME] tables of the change kinds this plan uses."""
+        used = set(self.kinds)
+        return {name: json.loads(text) for name, text in self.changes if name in used}
 
     def scenario(self, name: str = "explore") -> scenarios.Scenario:
         """The plan as a scenario: a short warm-up, the actions ``spacing_s`` apart, a cool-down
@@ -62,30 +71,35 @@ class Plan:
             "cooldown": max(COOLDOWN_S, grace + 1.0), "duration": WARMUP_S + span + max(COOLDOWN_S, grace + 1.0)
             + 0.5, "restart_every": self.spacing_s, "restarts": len(self.kinds), "actions": list(self.kinds),
             "processes": self.processes, "grace": grace, "window": min(3.0, max(self.spacing_s, 1.0)),
-            "load": self.load_table()})
+            "load": self.load_table(), "changes": self.change_tables(), "second_app": self.second_app})
 
     def load_table(self) -> dict[str, Any]:
         return {"users": self.users, "sleep_share": self.sleep_share, "rate": self.rate,
                 "fresh_connections": self.fresh_connections,
-                "request_timeout": min(2.0, max(0.5, self.spacing_s * 0.8))}
+                "request_timeout": min(2.0, max(0.5, self.spacing_s * 0.8)),
+                **({"other_share": 0.2} if self.second_app and self.users >= 3 else {})}
 
     def load(self) -> LoadSpec:
         t = self.load_table()
         return LoadSpec(users=self.users, sleep_share=self.sleep_share, rate=self.rate,
-                        fresh_connections=self.fresh_connections, request_timeout_s=t["request_timeout"])
+                        fresh_connections=self.fresh_connections, request_timeout_s=t["request_timeout"],
+                        other_share=t.get("other_share", 0.0))
 
     def label(self) -> str:
         model = f"open {self.rate:g}/s" if self.rate else "closed"
         return (f"{len(self.kinds)}× {'/'.join(dict.fromkeys(self.kinds))} every {self.spacing_s:g}s, "
                 f"{self.users} user(s) {model}, {'fresh' if self.fresh_connections else 'keep-alive'}"
                 + (f", {self.sleep_share:.0%} held" if self.sleep_share else "")
-                + (f", {self.processes} processes" if self.processes > 1 else ""))
+                + (f", {self.processes} processes" if self.processes > 1 else "")
+                + (", beside a second app" if self.second_app else ""))
 
     def cost_s(self) -> float:
         return WARMUP_S + (len(self.kinds) - 1) * self.spacing_s + COOLDOWN_S + OVERHEAD_S
 
     def describe(self) -> dict[str, Any]:
-        return {**dataclasses.asdict(self), "kinds": list(self.kinds), "label": self.label()}
+        d = {**dataclasses.asdict(self), "kinds": list(self.kinds), "label": self.label()}
+        d["changes"] = self.change_tables()
+        return d
 
     def to_toml(self, comment: str = "") -> str:
         """The plan as a scenario file ``restartbench run --scenario FILE`` replays."""
@@ -94,28 +108,68 @@ class Plan:
             f'description = "{sc.description}"', f"actions = {json.dumps(list(self.kinds))}",
             f"restarts = {len(self.kinds)}", f'restart_every = "{self.spacing_s:g}s"',
             f'warmup = "{sc.warmup_s:g}s"', f'cooldown = "{sc.cooldown_s:g}s"', f'duration = "{sc.duration_s:g}s"',
-            f'grace = "{sc.grace_s:g}s"', f'window = "{sc.window_s:g}s"', f"processes = {self.processes}", "",
-            "[load]"]
+            f'grace = "{sc.grace_s:g}s"', f'window = "{sc.window_s:g}s"', f"processes = {self.processes}"]
+        if self.second_app:
+            lines.append("second_app = true")
+        lines += ["", "[load]"]
         for key, value in self.load_table().items():
             lines.append(f"{key} = {json.dumps(value) if not isinstance(value, bool) else str(value).lower()}"
                          if key != "request_timeout" else f'request_timeout = "{value:g}s"')
+        for name, change in self.change_tables().items():
+            lines += ["", f"[changes.{_toml_key(name)}]", f"description = {_toml(change.get('description', ''))}",
+                      "steps = ["] + [f"  {_toml(step)}," for step in change["steps"]] + ["]"]
         return "\n".join(lines) + "\n"
 
 
-def random_plan(rng: random.Random, host: hosts.Host | str) -> Plan:
-    """A plan drawn from the space: 1-6 actions of the host's restart kinds, spacing, load shape, and
-    (a host that runs several) 1-3 app processes."""
+def _toml_key(key: str) -> str:
+    import re
+
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else json.dumps(key)
+
+
+def _toml(value: Any) -> str:
+    """A JSON value as a TOML inline value (tables inline, strings as basic strings)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float, str)):
+        return json.dumps(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{_toml_key(k)} = {_toml(v)}" for k, v in value.items()) + " }"
+    raise TypeError(f"no TOML for {value!r}")
+
+
+#: the host capabilities that are not actions a plan can name
+NOT_ACTIONS = ("change", "second-app")
+
+
+def random_plan(rng: random.Random, host: hosts.Host | str, vocabulary: dict[str, dict[str, Any]] | None = None) -> Plan:
+    """A plan drawn from the space: 1-6 actions — the host's restart kinds and the changes of its
+    ``vocabulary`` (half of the draws, when it has one) —, spacing, load shape, (a host that runs
+    several) 1-3 app processes, and sometimes a second app beside the one under test."""
     host = hosts.get(host) if isinstance(host, str) else host
-    kinds = host.restart_kinds
+    vocabulary = host.vocabulary() if vocabulary is None else vocabulary
+    kinds = [k for k in host.restart_kinds if k not in NOT_ACTIONS]
+    names = sorted(vocabulary)
     n = rng.choice((1, 2, 3, 4, 6))
-    mix = tuple(rng.choice(kinds) if rng.random() < 0.5 else "restart" for _ in range(n))
+
+    def draw() -> str:
+        if names and rng.random() < 0.5:
+            return rng.choice(names)
+        return rng.choice(kinds) if rng.random() < 0.5 else "restart"
+
+    mix = tuple(draw() for _ in range(n))
     users = rng.choice(USERS)
     open_model = rng.random() < 0.3
+    used = sorted(set(mix) & set(names))
     return Plan(kinds=mix, spacing_s=rng.choice(SPACINGS_S), users=users,
                 sleep_share=rng.choice((0.0, 0.0, 0.1, 0.5)) if users >= 2 else 0.0,
                 rate=float(rng.choice((20, 100, 400))) if open_model else 0.0,
                 fresh_connections=rng.random() < 0.3,
-                processes=rng.choice((1, 1, 2, 3)) if (host.max_processes or 3) >= 3 else 1)
+                processes=rng.choice((1, 1, 2, 3)) if (host.max_processes or 3) >= 3 else 1,
+                changes=tuple((name, json.dumps(vocabulary[name], sort_keys=True)) for name in used),
+                second_app="second-app" in host.restart_kinds and users >= 3 and rng.random() < 0.2)
 
 
 def simpler(plan: Plan) -> Iterator[Plan]:
@@ -143,6 +197,8 @@ def simpler(plan: Plan) -> Iterator[Plan]:
         yield dataclasses.replace(plan, fresh_connections=False)
     if plan.processes > 1:
         yield dataclasses.replace(plan, processes=1)
+    if plan.second_app:
+        yield dataclasses.replace(plan, second_app=False)
     longer = [s for s in SPACINGS_S if s > plan.spacing_s]
     if longer and len(k) > 1:
         yield dataclasses.replace(plan, spacing_s=longer[-1])
@@ -151,7 +207,7 @@ def simpler(plan: Plan) -> Iterator[Plan]:
 def complexity(plan: Plan) -> tuple:
     """What shrinking minimises, in order of importance."""
     return (len(plan.kinds), sum(k != "restart" for k in plan.kinds), plan.users, plan.sleep_share > 0,
-            plan.rate > 0, plan.fresh_connections, plan.processes, -plan.spacing_s)
+            plan.rate > 0, plan.fresh_connections, plan.processes, plan.second_app, -plan.spacing_s)
 
 
 @dataclass
@@ -198,7 +254,8 @@ class Exploration:
                 "users": sorted({p.users for p in plans}),
                 "models": sorted({"open" if p.rate else "closed" for p in plans}),
                 "connections": sorted({"fresh" if p.fresh_connections else "keep-alive" for p in plans}),
-                "processes": sorted({p.processes for p in plans})}
+                "processes": sorted({p.processes for p in plans}),
+                "second_app": sorted({p.second_app for p in plans})}
 
     def describe(self) -> dict[str, Any]:
         last = next((t for t in reversed(self.trials) if t.plan == self.minimal and t.verdict == "fail"), None)
@@ -227,6 +284,7 @@ def explore(target: str, budget_s: float, out: Path, *, seed: int = 0, arch: str
     t0 = clock()
     judge = judge or gate_judge(limits, bugs, allow)
     host = hosts.of(installation) if installation is not None else hosts.split(target)[0]
+    vocabulary = host.vocabulary(installation.version if installation is not None else "")
     left = lambda: budget_s - (clock() - t0)                   # noqa: E731
 
     def trial(plan: Plan, purpose: str) -> Trial:
@@ -255,7 +313,7 @@ def explore(target: str, budget_s: float, out: Path, *, seed: int = 0, arch: str
 
     try:
         while found.failing is None and left() > 0:
-            plan = random_plan(rng, host)
+            plan = random_plan(rng, host, vocabulary)
             if plan.cost_s() > left():
                 plan = dataclasses.replace(plan, kinds=plan.kinds[:1])
                 if plan.cost_s() > left():

@@ -9,7 +9,7 @@ import tomllib
 
 import pytest
 
-from restartbench import explore, scenarios
+from restartbench import explore, hosts, scenarios
 from restartbench.analysis.gate import Judged
 from restartbench.explore import Plan, complexity, random_plan, simpler
 from restartbench.run import Interrupted, RunOutcome
@@ -21,15 +21,30 @@ def test_random_plans_are_seeded_runnable_scenarios():
     assert a == b
     rng = random.Random(1)
     plans = [random_plan(rng, "unit") for _ in range(200)]
-    assert {k for p in plans for k in p.kinds} == {"restart", "config", "swap", "processes"}
+    vocabulary = set(hosts.get("unit").vocabulary())
+    assert {k for p in plans for k in p.kinds} == {"restart", "config", "swap", "processes", "daemon", *vocabulary}
+    assert {p.second_app for p in plans} == {True, False}
+    assert "settings-server-version" not in hosts.get("unit").vocabulary("1.32.0")   # a 1.33.0 setting
     assert {p.rate > 0 for p in plans} == {True, False} and {p.fresh_connections for p in plans} == {True, False}
     assert {p.processes for p in plans} >= {1, 2} and min(p.users for p in plans) == 1
     for p in plans:                                   # every plan is a valid scenario with a fitting timeout
         sc = p.scenario()
         assert sc.restart_count == len(p.kinds) and sc.actions == list(p.kinds)
+        assert set(sc.changes) == set(p.kinds) & vocabulary
         assert p.load().request_timeout_s < p.spacing_s or len(p.kinds) == 1
     assert all(set(p.kinds) <= {"restart", "config", "swap"} for p in
                (random_plan(random.Random(n), "wasmtime") for n in range(50)))
+
+
+def test_a_plan_with_changes_round_trips_through_its_scenario_file(tmp_path):
+    vocabulary = hosts.get("unit").vocabulary("1.35.0")
+    plan = next(p for p in (random_plan(random.Random(n), "unit", vocabulary) for n in range(100))
+                if p.changes and p.second_app)
+    path = tmp_path / "minimal.toml"
+    path.write_text(plan.to_toml("found"))
+    again = scenarios.load(path)
+    assert again.changes == plan.scenario().changes and again.second_app and again.actions == list(plan.kinds)
+    assert again.plan() == plan.scenario().plan()
 
 
 def test_a_plan_round_trips_through_its_scenario_file(tmp_path):

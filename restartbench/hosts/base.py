@@ -258,6 +258,11 @@ class Host:
 
         return self.resolve("" if not self.named else installation.name, host_arch())
 
+    def vocabulary(self, version: str = "") -> dict[str, dict[str, Any]]:
+        """Named control-API changes a build of ``version`` accepts (the shape of a scenario's
+        ``[changes.NAME]``), for explore to draw from; none by default."""
+        return {}
+
     def check_plan(self, installation: Installation, scenario: "Scenario", component: Path, workdir: Path) -> str:
         """What an idle instance of this build refuses in ``scenario``'s plan, as one line ("" when
         nothing: the default for a host without scripted changes)."""

@@ -105,6 +105,11 @@ class UnitHost(Host):
         stem = installation.name.split("-")[0]
         return next((i for i in same if i.name == stem), same[0])
 
+    def vocabulary(self, version: str = "") -> dict[str, dict[str, Any]]:
+        from .vocabulary import changes_for
+
+        return changes_for(version)
+
     def check_plan(self, installation: Installation, scenario, component: Path, workdir: Path) -> str:
         """Every step of the plan's control-API changes, in plan order, sent to an idle unitd of this
         build (each change's steps once): the first Unit rejects, in Unit's words."""
