@@ -485,7 +485,7 @@ def role_retention(processes: pd.DataFrame, windows: Windows, load_end: float = 
     frame = processes[processes["t"].notna()]
     if not len(windows) or frame.empty:
         return out
-    totals = frame.groupby(["t", frame["role"].astype(str)])[list(names)].sum(min_count=1).unstack(fill_value=0.0)
+    totals = frame.groupby(["t", frame["role"].astype(str)])[list(names)].sum(min_count=1).astype("float64").unstack().fillna(0.0)
     times = totals.index.to_numpy(dtype="float64")
     at = [int(np.searchsorted(times, t, side="left")) - 1 for t in windows.starts]
     end = int(np.searchsorted(times, load_end if np.isfinite(load_end) else np.inf, side="right")) - 1

@@ -240,3 +240,37 @@ def test_libclang_means_libclang_not_clangs_cpp_library(tmp_path, monkeypatch):
     assert not unitbuild._libclang([str(tmp_path)])
     (tmp_path / "libclang-14.so.1").touch()
     assert unitbuild._libclang([str(tmp_path)])
+
+
+def test_configure_args_are_checked_and_name_the_build():
+    assert unitbuild.check_configure_args(["--zlib", "--zstd"]) == ["--zlib", "--zstd"]
+    with pytest.raises(BuildError, match="'zlib' is not a configure option"):
+        unitbuild.check_configure_args(["zlib"])
+    with pytest.raises(BuildError, match="--modulesdir is set by the builder"):
+        unitbuild.check_configure_args(["--modulesdir=/x"])
+    plain, zlib = unitbuild.build_dir("unit", "a" * 40, "x86_64"), unitbuild.build_dir("unit", "a" * 40, "x86_64", ["--zlib"])
+    assert plain != zlib and zlib.name.startswith(plain.name + "+zlib-")
+    assert unitbuild.options_suffix(["--zlib"]) != unitbuild.options_suffix(["--zlib", "--zstd"])
+    assert unitbuild.options_suffix([]) == ""
+
+
+def test_cli_configure_args_bad_input_is_one_line_exit_2(capsys):
+    assert cli.main(["build", "unit", "--rev", "1.32.1", "--configure-args=--prefix=/opt"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--prefix is set by the builder" in err
+
+
+@pytest.mark.unit
+@pytest.mark.timeout(1800)
+def test_a_build_with_configure_args_is_another_build(built_1_32_1):
+    """1.32.1 with --debug: its own cache entry and name, the option in its configure line, in build.json and
+    in what the built unitd says of itself; the module's compiled crates are reused (same Cargo.lock)."""
+    debug = unitbuild.build("1.32.1", source=unit_history(), configure_args=["--debug"])
+    assert debug.dir != built_1_32_1.dir and debug.name.startswith("1.32.1+debug-")
+    assert debug.record["configure_args"] == ["--debug"] and "--debug" in debug.record["configure"]
+    assert debug.record["cargo_lock"] == built_1_32_1.record["cargo_lock"]
+    out = subprocess.run([str(debug.unitd), "--version"], capture_output=True, text=True, timeout=30)
+    assert "--debug" in out.stdout + out.stderr
+    inst = units.installation_of(debug)
+    assert inst.name == debug.name and units.resolve(debug.name).executable == debug.unitd
+    assert units.resolve("1.32.1").executable != debug.unitd         # the plain name is still the plain build

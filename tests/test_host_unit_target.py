@@ -642,3 +642,68 @@ def test_real_unit_log_marks_each_restart_and_the_stop(unit_install, components,
     started = lines.str.contains(" application started")
     # the app process started by the config change is logged after restart 1's mark
     assert phases[started]["restart"].dropna().tolist()[-1] == 1
+
+
+# -- reconfiguration: scripted changes, daemon restarts, a second app ----------------------------------
+
+LISTENER = {"listener": {"steps": [
+    {"method": "PUT", "path": "/config/listeners/{address}:{port2}", "body": {"pass": "applications/{app}"}},
+    {"method": "DELETE", "path": "/config/listeners/{address}:{port2}"}]}}
+
+
+@pytest.mark.unit
+def test_real_unit_change_adds_and_removes_a_listener(unit_target):
+    change = LISTENER["listener"]["steps"]
+    reply = unit_target.restart({"kind": "change", "name": "listener", **change[0]})
+    assert reply.http_status == 200 and reply.method == "PUT" and reply.name == "listener"
+    assert reply.path == f"/config/listeners/127.0.0.1:{unit_target.port2}"
+    assert _get(f"http://127.0.0.1:{unit_target.port2}/")[0] == 200            # the new listener serves
+    assert f"127.0.0.1:{unit_target.port2}" in unit_target.config["listeners"]
+    reply = unit_target.restart({"kind": "change", "name": "listener", **change[1]})
+    assert reply.http_status == 200 and reply.method == "DELETE"
+    with pytest.raises(OSError):
+        _get(f"http://127.0.0.1:{unit_target.port2}/", timeout=2)
+    assert _get(unit_target.url)[0] == 200                                       # the app's own never moved
+
+
+@pytest.mark.unit
+def test_real_unit_refused_change_stops_with_units_error(unit_target):
+    from restartbench.hosts.unit.target import ChangeRejected
+
+    with pytest.raises(ChangeRejected, match=r"Unit rejected change 'bad': PUT /config/settings/http/"
+                                             r"idle_timeout: HTTP 4\d\d .*") as caught:
+        unit_target.restart({"kind": "change", "name": "bad", "method": "PUT",
+                             "path": "/config/settings/http/idle_timeout", "body": "not a number"})
+    assert "\n" not in str(caught.value) and caught.value.stops_run
+    n, why = unit_target.check_changes([{"method": "PUT", "path": "/config/listeners/{address}:{port}/pass",
+                                         "body": "applications/nope"}])
+    assert n == 0 and why.startswith("HTTP 400") and "nope" in why
+    assert _get(unit_target.url)[0] == 200                         # checking put the configuration back
+
+
+@pytest.mark.unit
+def test_real_unit_daemon_restart_restores_the_configuration(unit_install, unit_target):
+    before = unit_target.pid
+    unit_target.restart({"kind": "processes", "processes": 3})                 # state worth restoring
+    reply = unit_target.restart({"kind": "daemon"})
+    assert unit_target.pid != before and unit_target.alive()
+    assert reply.http_status == 200 and "configuration restored" in reply.body, reply.body
+    got = control(unit_target.control_socket, "GET", "/config/applications/restartbench/processes").json()
+    assert got == 3
+    assert not _running(before)
+    assert _get(unit_target.url)[0] == 200 or has_restart_bug(unit_install)
+    text = unit_target.log_path.read_text()
+    assert text.count("--- restartbench") >= 4 and text.count(" start: ") == 2
+
+
+@pytest.mark.unit
+def test_real_unit_second_app_has_its_own_listener_and_processes(unit_install, components, tmp_path):
+    target = UnitTarget(unit_install, components["a"], tmp_path / "host", second_app=True)
+    try:
+        target.start()
+        assert _get(target.other_url)[0] == 200 and _get(target.url)[0] == 200
+        _settled(target, 1)
+        assert procs.wait_until(lambda: list(_roles(target).values()).count("bystander") == 2, 20, 0.05)
+        assert list(_roles(target).values()).count("app") == 1          # other's prototype and app process
+    finally:
+        target.stop()

@@ -122,3 +122,64 @@ def test_in_flight_request_completes_in_drain_mode(tmp_path):
     assert (across.outcome == "ok").all() and (across.latency_ms >= 590).all()
     assert "SIGINT" in r.meta["target"]["restart_method"]
     assert host_processes(outcome.meta["target"]["port"]) == []
+
+
+# -- reconfiguration runs on real Unit builds ------------------------------------------------------
+
+def _unit_config(unit_install, tmp_path, scenario, **load):
+    return RunConfig(target=unit_install.label, installation=unit_install, scenario=scenario,
+                     load=LoadSpec(users=6, request_timeout_s=1.0, **load), results_root=tmp_path)
+
+
+@pytest.mark.unit
+def test_a_plan_unit_refuses_is_stopped_before_the_load(unit_install, tmp_path, capsys):
+    from restartbench import cli
+
+    plan = tmp_path / "bad.toml"
+    plan.write_text('actions = ["bad"]\nduration = "14s"\nrestart_every = "3s"\ngrace = "2s"\n'
+                    '[changes.bad]\npath = "/config/listeners/{address}:{port}/pass"\nvalues = ["applications/nope"]\n')
+    code = cli.main(["run", "--target", unit_install.label, "--scenario", str(plan), "--quiet",
+                     "--results-dir", str(tmp_path / "runs")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    assert f"Unit {unit_install.version} rejects change 'bad' (PUT /config/listeners/127.0.0.1:" in err
+    assert "HTTP 400" in err and not list((tmp_path / "runs").glob("*/run.json"))     # nothing ran
+
+
+@pytest.mark.unit
+def test_changes_and_daemon_restarts_are_recorded_per_action(unit_install, tmp_path):
+    from restartbench.analysis import summarize
+
+    sc = scenarios.from_dict({"actions": ["listener", "daemon"], "duration": "14s", "restart_every": "3s",
+                              "warmup": "3s", "cooldown": "4s", "grace": "2s", "window": "2s", "restarts": 3,
+                              "changes": {"listener": {"steps": [
+                                  {"method": "PUT", "path": "/config/listeners/{address}:{port2}",
+                                   "body": {"pass": "applications/{app}"}},
+                                  {"method": "DELETE", "path": "/config/listeners/{address}:{port2}"}]}}})
+    outcome = run(_unit_config(unit_install, tmp_path, sc))
+    assert outcome.status == "complete", outcome.meta.get("reason")
+    r = read_run(outcome.path).restarts()
+    assert r["kind"].tolist() == ["change", "daemon", "change"]
+    assert r["method"].fillna("").tolist() == ["PUT", "", "DELETE"] and r["name"].fillna("").tolist()[0] == "listener"
+    assert r["path"].iloc[0].startswith("/config/listeners/127.0.0.1:")
+    assert "configuration restored" in r["body"].iloc[1]
+    s = summarize(read_run(outcome.path))
+    rows = s["restarts"]
+    assert rows[0]["lingering"] == 0 and rows[0]["replaced_app"] is False     # a listener replaces no app process
+    assert rows[1]["outage_s"] is None or rows[1]["outage_s"] >= 0
+    assert set(s["overall"]["fd_slope_by_role"]) >= {"main", "router", "app"}
+
+
+@pytest.mark.unit
+def test_a_second_app_is_judged_for_isolation(unit_install, tmp_path):
+    from restartbench.analysis import evaluate
+
+    sc = scenarios.from_dict({"actions": ["config"], "duration": "12s", "restart_every": "3s", "warmup": "3s",
+                              "cooldown": "4s", "grace": "2s", "window": "2s", "second_app": True})
+    outcome = run(_unit_config(unit_install, tmp_path, sc))
+    assert outcome.status == "complete", outcome.meta.get("reason")
+    req = read_run(outcome.path).requests()
+    assert (req["name"] == "/other").sum() > 100                              # the default 20% of users
+    verdict = evaluate([read_run(outcome.path)])
+    row = next(r for r in verdict.rows if r.check == "other app disturbed")
+    assert row.verdict in ("pass", "fail") and "/other requests" in row.note

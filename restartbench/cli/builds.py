@@ -31,6 +31,10 @@ def register(sub) -> None:
     p.add_argument("--missing", action="store_true", help="only the revs no discovered build answers to "
                    "(what `make bench UNIT=...` uses)")
     p.add_argument("--rebuild", action="store_true", help="build again even when the cache has it")
+    p.add_argument("--configure-args", default="", metavar="\"ARGS\"",
+                   help="options for Unit's ./configure, one quoted string (e.g. \"--zlib --zstd\": features "
+                   "compiled in only on request); part of the build's name (unit@1.35.0+zlib-zstd-…) and cache key, "
+                   "recorded in build.json")
     p.add_argument("-j", "--jobs", type=positive(int, "--jobs"), default=None,
                    help="parallel make/cargo jobs (default: the CPU count)")
     p.set_defaults(func=cmd_build)
@@ -84,11 +88,17 @@ def cmd_build(args: argparse.Namespace) -> int:
     if not revs:
         raise UsageError("--rev is empty: pass a tag, branch or commit, e.g. --rev 1.32.1")
     arch = arches.normalize_arch(args.arch)
+    import shlex
+
+    try:
+        options = unitbuild.check_configure_args(shlex.split(args.configure_args or ""))
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     table = Table(title=f"{args.flavor} builds for {arch}", title_justify="left")
     for col in ("rev", "target", "commit", "toolchain", "build time", "where"):
         table.add_column(col, overflow="fold")
     for rev in revs:
-        if args.missing and not args.rebuild:
+        if args.missing and not args.rebuild and not options:
             try:
                 inst = units.resolve(unitbuild.flavored(rev, args.flavor), arch)
                 table.add_row(rev, inst.label, inst.commit[:10] or "-", "-", "already there",
@@ -98,8 +108,8 @@ def cmd_build(args: argparse.Namespace) -> int:
                 pass
         try:
             built = unitbuild.build(rev, source=args.source, flavor=args.flavor, arch=arch, jobs=args.jobs,
-                                    rebuild=args.rebuild, say=lambda s: errors.print(s, markup=False,
-                                                                                      highlight=False))
+                                    rebuild=args.rebuild, configure_args=options,
+                                    say=lambda s: errors.print(s, markup=False, highlight=False))
         except unitbuild.BuildFailed as exc:
             errors.print(f"error: building {args.flavor} {rev} for {arch} failed: {exc}", markup=False,
                          highlight=False, soft_wrap=True)

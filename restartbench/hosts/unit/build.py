@@ -37,7 +37,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Sequence
 
 from ...arches import host_arch, normalize_arch
 from ... import procs
@@ -87,8 +87,38 @@ def unit_cache() -> Path:
     return cache_root() / "unit"
 
 
-def build_dir(flavor: str, commit: str, arch: str) -> Path:
-    return unit_cache() / "builds" / f"{flavor}-{commit[:12]}-{arch}"
+def build_dir(flavor: str, commit: str, arch: str, configure_args: Sequence[str] = ()) -> Path:
+    """A build's cache dir: flavor, commit and arch, and the configure options when there are any."""
+    return unit_cache() / "builds" / (f"{flavor}-{commit[:12]}-{arch}" + options_suffix(configure_args))
+
+
+#: configure options the builder sets itself (paths are the run's; the compiler is the arch's)
+RESERVED_OPTIONS = ("--prefix", "--sbindir", "--modulesdir", "--statedir", "--logdir", "--runstatedir",
+                    "--tmpdir", "--cc", "--control", "--pid", "--log")
+
+
+def check_configure_args(args: Sequence[str]) -> list[str]:
+    """``args`` for Unit's ``./configure``, checked: options only (``--name`` or ``--name=value``), none the
+    builder sets itself. BuildError saying which and why."""
+    out = []
+    for arg in args:
+        if not arg.startswith("--") or len(arg) < 3:
+            raise BuildError(f"--configure-args: {arg!r} is not a configure option: pass options such as "
+                             f"--zlib or --njs (one string, e.g. --configure-args \"--zlib --zstd\")")
+        if arg.split("=", 1)[0] in RESERVED_OPTIONS:
+            raise BuildError(f"--configure-args: {arg.split('=', 1)[0]} is set by the builder (every run passes "
+                             f"its own paths); leave it out")
+        out.append(arg)
+    return out
+
+
+def options_suffix(configure_args: Sequence[str]) -> str:
+    """``+<options>-<hash>`` naming a build made with ``configure_args`` ("" without any): part of its
+    name and cache key, so a build with options never stands in for one without."""
+    if not configure_args:
+        return ""
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", " ".join(a.lstrip("-") for a in configure_args)).strip("-")[:24]
+    return f"+{slug}-{hashlib.sha256(' '.join(configure_args).encode()).hexdigest()[:6]}"
 
 
 # -- sources ----------------------------------------------------------------------------------
@@ -598,9 +628,9 @@ class _Steps:
         return " | ".join(lines[-n:])[:300] if lines else "no output"
 
 
-def find_built(flavor: str, commit: str, arch: str) -> Built | None:
-    """The cached build of ``commit`` for ``arch``, if one finished."""
-    d = build_dir(flavor, commit, arch)
+def find_built(flavor: str, commit: str, arch: str, configure_args: Sequence[str] = ()) -> Built | None:
+    """The cached build of ``commit`` for ``arch`` (with ``configure_args``), if one finished."""
+    d = build_dir(flavor, commit, arch, configure_args)
     try:
         record = json.loads((d / RECORD).read_text())
     except (OSError, ValueError):
@@ -610,31 +640,35 @@ def find_built(flavor: str, commit: str, arch: str) -> Built | None:
 
 def build(rev: str, *, source: str | os.PathLike | None = None, flavor: str | None = None,
           arch: str | None = None, jobs: int | None = None, rebuild: bool = False,
+          configure_args: Sequence[str] = (),
           say: Callable[[str], None] = lambda s: print(s, file=sys.stderr, flush=True)) -> Built:
     """Build ``rev`` of ``source`` (default: the flavor's public repository) for ``arch`` with the
-    wasm-wasi-component module; return the cached build when it exists (unless ``rebuild``)."""
+    wasm-wasi-component module, passing ``configure_args`` to Unit's ``./configure`` (features compiled in
+    on request, e.g. ``--zlib``; part of the build's name and cache key); return the cached build when it
+    exists (unless ``rebuild``)."""
     flavor = flavor or "unit"
     arch = normalize_arch(arch)
+    configure_args = check_configure_args(configure_args)
     if arch not in RUST_TARGETS:
         raise BuildError(f"cannot build Unit for {arch}: use x86_64 or aarch64")
     src = open_source(source, flavor, log=say)
     commit = resolve_rev(src, rev)
-    done = find_built(flavor, commit, arch)
+    done = find_built(flavor, commit, arch, configure_args)
     if done and not rebuild:
         return done
     check_prerequisites(arch)
-    out = build_dir(flavor, commit, arch)
+    out = build_dir(flavor, commit, arch, configure_args)
     out.parent.mkdir(parents=True, exist_ok=True)
-    with _locked(out.with_suffix(".lock")):
-        done = find_built(flavor, commit, arch)        # another process built it while we waited
+    with _locked(Path(str(out) + ".lock")):
+        done = find_built(flavor, commit, arch, configure_args)    # another process built it while we waited
         if done and not rebuild:
             return done
-        return _build(src, rev, commit, flavor, arch, out, jobs or os.cpu_count() or 2, say)
+        return _build(src, rev, commit, flavor, arch, out, jobs or os.cpu_count() or 2, say, configure_args)
 
 
 def _build(src: Source, rev: str, commit: str, flavor: str, arch: str, out: Path, jobs: int,
-           say: Callable[[str], None]) -> Built:
-    name = build_name(src, commit, flavor)
+           say: Callable[[str], None], configure_args: Sequence[str] = ()) -> Built:
+    name = build_name(src, commit, flavor) + options_suffix(configure_args)
     native = arch == host_arch()
     t_start = time.monotonic()
     say(f"building {flavor} {name} ({commit[:10]}: {subject(src, commit)[:60]}) for {arch} in {out}")
@@ -662,7 +696,7 @@ def _build(src: Source, rev: str, commit: str, flavor: str, arch: str, out: Path
     target_dir.mkdir(parents=True, exist_ok=True)
     (tree / "src/wasm-wasi-component/target").symlink_to(target_dir, target_is_directory=True)
     triplet = f"{arch}-linux-gnu"
-    configure = list(CONFIGURE) + ([] if native else [f"--cc={triplet}-gcc"])
+    configure = list(CONFIGURE) + ([] if native else [f"--cc={triplet}-gcc"]) + list(configure_args)
     env = dict(base_env)
     steps.run("configure", ["./configure", *configure], tree, env)
     steps.run("configure", ["./configure", "wasm-wasi-component"], tree, env, quiet=True)
@@ -685,6 +719,7 @@ def _build(src: Source, rev: str, commit: str, flavor: str, arch: str, out: Path
         "describe": src.git("describe", "--tags", "--always", commit, check=False).strip(),
         "subject": subject(src, commit), "source": src.spec, "arch": arch,
         "configure": ["./configure", *configure], "module_configure": ["./configure", "wasm-wasi-component"],
+        "configure_args": list(configure_args),
         "cargo_lock": lock_key, "cargo_target": str(target_dir),
         "toolchain": {"cc": _first_line(["cc" if native else f"{triplet}-gcc", "--version"]),
                       "rust": toolchain.describe(), "libclang": _libclang_version(),
