@@ -534,7 +534,9 @@ def check_run(result: GateResult, run: Run, s: dict[str, Any], limits: dict[str,
     # a growth per restart needs a trend (3+ restarts) over trees of one shape (a process-count change
     # grows the tree by design)
     kinds = {r.get("kind") for r in restarts}
-    shapes = {r.get("tree_processes_before") for r in restarts if r.get("kind") == "change"}
+    # a plan with scripted changes may add and remove apps: its growth is judged only over one tree shape
+    shapes = {r.get("tree_processes_before") for r in restarts} | {
+        ((s.get("retention") or {}).get("end_loaded") or {}).get("processes")} if "change" in kinds else set()
     no_trend = (f"{len(restarts)} restart(s): a growth trend needs {MIN_TREND_RESTARTS}"
                 if len(restarts) < MIN_TREND_RESTARTS else
                 "process-count changes resize the tree" if "processes" in kinds else
