@@ -161,10 +161,61 @@ def retention(a: Analysis) -> Figure:
     return fig
 
 
-def run_figures(a: Analysis) -> dict[str, str]:
-    """All figures of a run as data URIs, by name."""
-    return {name: to_data_uri(make(a)) for name, make in
-            (("traffic", traffic), ("processes", processes), ("retention", retention))}
+def timeline(a: Analysis, summary: dict) -> Figure:
+    """What happened when, on the traffic's time axis: every action (by kind), every crash (by role, a
+    leaving one hollow), the old processes still lingering ``grace`` after an action (their count), and
+    the requests stuck once the load ended."""
+    fig = new_figure(2.6)
+    ax = fig.subplots()
+    lanes = ["actions", "crashes", "lingering", "stuck requests"]
+    restarts = summary.get("restarts") or []
+    for r in restarts:
+        ax.plot([r["t_sent"]], [0], marker="v", color="gray", markersize=7)
+        ax.annotate(str(r.get("name") or r["kind"]), (r["t_sent"], 0), textcoords="offset points",
+                    xytext=(0, 7), ha="center", fontsize=6, color="gray")
+    crashes = ((summary.get("host_checks") or {}).get("crashes") or {}).get("events") or []
+    roles = sorted({e["role"] for e in crashes})
+    colors = dict(zip(roles, ["tab:red", "tab:purple", "tab:brown", "tab:olive", "tab:cyan", "tab:pink"]))
+    by_t = {r["index"]: r["t_sent"] for r in restarts}
+    for e in crashes:
+        t = e.get("t") if e.get("t") is not None else by_t.get(e.get("restart"))
+        if t is None:
+            continue
+        ax.plot([t], [1], marker="X", markersize=9, color=colors[e["role"]],
+                markerfacecolor="none" if e.get("leaving") else colors[e["role"]])
+    for role, color in colors.items():
+        ax.plot([], [], marker="X", linestyle="", color=color, label=f"crash: {role}")
+    grace = a.params["grace_s"]
+    for r in restarts:
+        n = r.get("lingering")
+        if n:
+            ax.plot([r["t_sent"] + grace], [2], marker="o", color="tab:orange", markersize=5 + 2 * min(n, 5))
+            ax.annotate(str(n), (r["t_sent"] + grace, 2), textcoords="offset points", xytext=(6, -3), fontsize=7)
+    idle = (summary.get("host_checks") or {}).get("idle") or {}
+    stuck = max((v for v in (idle.get("status") or {}).values() if isinstance(v, (int, float))), default=0) \
+        if idle.get("stuck") else 0
+    if stuck:
+        end = a.requests.span()[1]
+        ax.plot([end], [3], marker="s", color="tab:red", markersize=8)
+        ax.annotate(f"{stuck:g} stuck", (end, 3), textcoords="offset points", xytext=(6, -3), fontsize=7)
+    _restart_marks(ax, a)
+    ax.set_yticks(range(len(lanes)), lanes, fontsize=8)
+    ax.set_ylim(-0.6, len(lanes) - 0.4)
+    ax.set_xlabel("seconds since t0")
+    ax.grid(alpha=0.3, axis="x")
+    if colors:
+        ax.legend(loc="upper right", fontsize="x-small", ncol=len(colors))
+    ax.set_title("timeline: actions, crashes, lingering old processes, stuck requests")
+    return fig
+
+
+def run_figures(a: Analysis, summary: dict | None = None) -> dict[str, str]:
+    """All figures of a run as data URIs, by name: the timeline first."""
+    summary = a.summary() if summary is None else summary
+    out = {"timeline": to_data_uri(timeline(a, summary))}
+    out.update({name: to_data_uri(make(a)) for name, make in
+                (("traffic", traffic), ("processes", processes), ("retention", retention))})
+    return out
 
 
 def findings_heatmap(df) -> Figure:
@@ -192,4 +243,4 @@ def findings_heatmap(df) -> Figure:
     return fig
 
 
-__all__ = ["traffic", "processes", "retention", "run_figures", "to_data_uri", "findings_heatmap"]
+__all__ = ["timeline", "traffic", "processes", "retention", "run_figures", "to_data_uri", "findings_heatmap"]

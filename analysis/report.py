@@ -1,5 +1,10 @@
-"""The HTML report: one self-contained file (inline CSS, PNGs as data URIs, no scripts, no
-network) with a comparison across runs, the gate's verdict if given, and a section per run."""
+"""The HTML report: one self-contained file (inline CSS, PNGs as data URIs, no scripts, no network).
+
+It leads with the verdict: PASS/FAIL per run with the failed checks and their reasons and the findings
+with their rates (the gate given, else the default limits), then for several runs a build × scenario
+(× arch) grid of verdicts linking to each run's section; then the comparison, the gate's full table and a
+section per run, whose first figure is the run's timeline (actions, crashes by role, lingering old
+processes, stuck requests)."""
 
 from __future__ import annotations
 
@@ -29,13 +34,18 @@ tr.fail td, td.fail { background: #fde2e2; } td.pass { color: #17702a; } td.skip
 .meta { color: #555; } .note { color: #555; font-size: 12px; }
 img { max-width: 100%; display: block; margin: .6em 0; }
 .scroll { max-height: 480px; overflow: auto; }
+.verdict { font-size: 1.25em; font-weight: bold; padding: .15em .5em; border-radius: 4px; }
+.PASS { background: #d8f3dc; color: #17702a; } .FAIL { background: #fde2e2; color: #a4161a; }
+.CONTROL, .UNJUDGED { background: #eee; color: #555; }
+td.cell { text-align: left; white-space: normal; vertical-align: top; } a { color: inherit; }
 """
 
 RESTART_COLUMNS: list[tuple[str, str, str]] = [   # (column, title, unit)
-    ("index", "#", "int"), ("kind", "kind", "text"), ("t_sent", "t sent", "t"),
+    ("index", "#", "int"), ("kind", "kind", "text"), ("name", "change", "text"), ("t_sent", "t sent", "t"),
     ("restart_api_s", "API", "s"), ("http_status", "HTTP", "int"),
     ("n_requests", "requests", "int"), ("timeout_rate", "timeouts", "rate"),
     ("error_rate", "errors", "rate"), ("recovery_s", "recovery", "s"),
+    ("outage_s", "outage", "s"),
     ("lingering", "lingering", "int"), ("lingering_prototype", "lingering proto", "int"),
     ("crashes", "crashes", "int"),
     ("settle_s", "settle", "s"), ("tree_rss_before", "tree RSS", "bytes"),
@@ -53,6 +63,17 @@ def write_report(runs: Sequence[Run | Analysis | Path | str], out_path: Path | s
     parts = [f"<h1>{escape(title)}</h1>",
              f'<p class="meta">{len(done)} run(s); generated '
              f'{_dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")}</p>']
+    verdict, why = gate, "the gate given"
+    if verdict is None and done:
+        from .gate import GateInputError, evaluate
+
+        try:
+            verdict, why = evaluate(done), "the default limits (gates/default.toml)"
+        except GateInputError as exc:
+            verdict, why = None, f"not judged: {exc}"
+    parts.append(verdicts_html(verdict, summaries, why))
+    if len(summaries) > 1:
+        parts.append(grid_html(verdict, summaries))
     if summaries:
         compared = compare_summaries(summaries)
         parts.append("<h2>Comparison</h2>" + compare_html(compared))
@@ -73,6 +94,65 @@ def write_report(runs: Sequence[Run | Analysis | Path | str], out_path: Path | s
 
 
 # -- sections ---------------------------------------------------------------------------------
+
+def run_verdict(result: "GateResult | None", run_id: str) -> str:
+    """PASS, FAIL, CONTROL (an emulation control: shown, not judged) or UNJUDGED."""
+    if result is None:
+        return "UNJUDGED"
+    if any(run_id in ids for ids in result.controls.values()):
+        return "CONTROL"
+    if not any(r.scope == run_id for r in result.rows):
+        return "UNJUDGED"
+    return "FAIL" if any(r.scope == run_id for r in result.failures()) else "PASS"
+
+
+def _finding_text(f: Any) -> str:
+    unit = "restarts" if f.per == "restart" else "runs"
+    return f"{f.id} {f.k}/{f.n} {unit}" + (f" ({f.rate:.0%})" if f.n else "") + (" — fails" if f.failing else "")
+
+
+def verdicts_html(result: "GateResult | None", summaries: list[tuple[Run, dict[str, Any]]], why: str) -> str:
+    """The page's first section: each run's verdict, its failed checks with their reasons, its findings."""
+    rows = []
+    for run, s in summaries:
+        rid = run.run_id
+        v = run_verdict(result, rid)
+        failed = [r for r in result.failures() if r.scope == rid] if result is not None else []
+        checks = "<br>".join(f"<strong>{escape(r.check)}</strong> {escape(r.value)} (limit {escape(r.limit)})"
+                             + (f": {escape(r.note.lstrip('; '))}" if r.note else "") for r in failed) or "none"
+        found = result.findings.get(rid, []) if result is not None else []
+        names = "<br>".join(escape(_finding_text(f)) for f in found) or "none"
+        t = TargetInfo.of(s["run"]["target"])
+        rows.append([(f'<span class="verdict {v}">{v}</span>', "html"),
+                     (f'<a href="#{escape(rid)}">{escape(rid)}</a>', "html"),
+                     (f"{t.label} {t.version} {t.arch}" + (" (emulated)" if t.emulated else ""), "l"),
+                     (str(s["run"].get("scenario") or "–"), "l"), (checks, "html"), (names, "html")])
+    overall = ("FAIL" if any(run_verdict(result, r.run_id) == "FAIL" for r, _ in summaries) else
+               "PASS" if result is not None else "UNJUDGED")
+    return (f'<h2 id="verdict">Verdict: <span class="verdict {overall}">{overall}</span></h2>'
+            f'<p class="meta">judged with {escape(why)}</p>'
+            + table(["verdict", "run", "build", "scenario", "failed checks (why)", "findings (rate)"], rows,
+                    row_class=lambda r: "fail" if "FAIL" in r[0][0] else ""))
+
+
+def grid_html(result: "GateResult | None", summaries: list[tuple[Run, dict[str, Any]]]) -> str:
+    """Several runs as one grid: a row per build (and arch), a column per scenario; each cell the verdict
+    and the findings of every run in it, linking to the run's section."""
+    cells: dict[tuple[str, str], list[str]] = {}
+    builds, scens = [], []
+    for run, s in summaries:
+        t = TargetInfo.of(s["run"]["target"])
+        build = f"{t.label} {t.version} ({t.arch}{', emulated' if t.emulated else ''})"
+        scen = str(s["run"].get("scenario") or "–")
+        builds += [build] if build not in builds else []
+        scens += [scen] if scen not in scens else []
+        v = run_verdict(result, run.run_id)
+        found = ", ".join(f.id for f in (result.findings.get(run.run_id, []) if result else []) if f.failing)
+        cells.setdefault((build, scen), []).append(
+            f'<a href="#{escape(run.run_id)}"><span class="verdict {v}">{v}</span></a>'
+            + (f'<br><span class="note">{escape(found)}</span>' if found else ""))
+    rows = [[(b, "l"), *(('<br>'.join(cells.get((b, sc), ["–"])), "html") for sc in scens)] for b in builds]
+    return "<h2>Builds × scenarios</h2>" + table(["build", *scens], rows)
 
 def compare_html(df: pd.DataFrame) -> str:
     mixed = bool(len(df)) and df["emulated"].any() and not df["emulated"].all()
@@ -155,7 +235,7 @@ def run_html(a: Any, s: dict[str, Any]) -> str:
             + (f" ({info['reason']})" if info.get("reason") else "")
             + f" · W {s['params']['window_s']:g} s, grace {s['params']['grace_s']:g} s"
             + f" · app roles {'/'.join(s['params']['app_roles'])}")
-    figures = plots.run_figures(a)
+    figures = plots.run_figures(a, s)
     images = "".join(f'<img alt="{escape(name)}" src="{uri}">' for name, uri in figures.items())
     return (f'<h2 id="{escape(info["run_id"])}">{escape(info["run_id"])}</h2>'
             f'<p class="meta">{escape(meta)}</p>'

@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 
 from restartbench.analysis import evaluate, write_report
+from restartbench.results import read_run
 from analysis_fixtures import MiB, Tree, clean_run, requests_frame, restarts_frame, write_run
 
 CHROMIUM = Path("/usr/bin/chromium")
-FIGURES_PER_RUN = 3
+FIGURES_PER_RUN = 4                       # timeline, traffic, processes, retention
 IMG = re.compile(r'<img\b[^>]*\bsrc="(data:image/png;base64,([A-Za-z0-9+/=]+))"')
 
 
@@ -67,7 +68,9 @@ def test_report_contents(report):
     for text in ("Comparison", "Gate", "verdict: FAIL", "clean", "faulty", "empty", "steady",
                  "(emulated)", "never", "no restarts in this run", "lingering"):
         assert text in html, text
-    assert html.count("<h2 id=") == 4
+    assert html.count("<h2 id=") == 4 + 1                      # the runs, and the verdict first
+    assert html.index("Verdict") < html.index("Comparison") < html.index('<h2 id="clean">')
+    assert "Builds × scenarios" in html
 
 
 def test_report_without_runs_or_gate(tmp_path):
@@ -110,3 +113,50 @@ window.addEventListener("load", () => {
         width, height = map(int, size.split("x"))
         assert complete == "true" and width >= 800 and height >= 200, state
     shutil.rmtree(profile, ignore_errors=True)
+
+
+def _rendered_text(html_path: Path, tmp_path: Path) -> str:
+    """The page as headless Chromium renders it: ``document.body.innerText`` (what a reader sees, CSS
+    applied), with each image's size."""
+    probe = tmp_path / "probe.html"
+    probe.write_text(html_path.read_text().replace("</body>", """<script>
+window.addEventListener("load", () => {
+  const out = document.createElement("textarea");
+  out.id = "rendered";
+  out.textContent = document.body.innerText + "\\nIMAGES " + [...document.images].map(
+      i => `${i.alt}=${i.naturalWidth}`).join("|");
+  document.body.appendChild(out);
+});
+</script></body>"""))
+    proc = subprocess.run(
+        [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=10000", "--dump-dom", probe.as_uri()],
+        capture_output=True, text=True, timeout=90)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    found = re.search(r'<textarea id="rendered">(.*?)</textarea>', proc.stdout, re.S)
+    assert found, proc.stdout[-500:]
+    return __import__("html").unescape(found.group(1))
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="headless browser check needs /usr/bin/chromium "
+                                                 "(Debian: apt-get install -y chromium)")
+def test_the_rendered_page_leads_with_the_verdict(tmp_path):
+    """A failing real run (Unit 1.35.0 whose router crashed at a restart) and a passing one: what a reader
+    sees first is the verdict of each, the failed check with its reason and the finding with its rate;
+    each run's first figure is its timeline."""
+    failing = tmp_path / "runs" / "1.35.0-router-segv"
+    shutil.copytree(Path(__file__).parent / "data" / "unit" / "runs" / "1.35.0-router-segv", failing)
+    passing = clean_run(tmp_path / "runs", "clean")
+    out = write_report([read_run(failing), passing], tmp_path / "report.html")
+    text = _rendered_text(out, tmp_path)
+    head = text[: text.index("Comparison")]
+    rid = read_run(failing).run_id
+    assert head.index("Verdict: FAIL") < head.index(f"FAIL\t{rid}") < head.index("PASS\tclean")
+    assert "crashes while serving" in head and "router" in head                 # the check and its reason
+    assert "unit-router-crash-on-reconfigure" in head and "restarts" in head     # the finding with its k/n
+    assert "Builds × scenarios" in head
+    images = [i.rsplit("=", 1) for i in text.split("IMAGES ")[1].strip().split("|")]
+    names = [name for name, _ in images]
+    assert names.count("timeline") == 2 and all(int(width) >= 800 for _, width in images)
+    assert names.index("timeline") < names.index("traffic")           # each run's first figure

@@ -247,7 +247,7 @@ def process_exits(text: str, procs: pd.DataFrame | None = None) -> pd.DataFrame:
     ``app`` for the prototype's ``app process`` lines), ``restart`` and ``phase`` (``log_phases``)
     and the ``line``."""
     lines = pd.Series(text.splitlines(), dtype="string")
-    cols = ["pid", "signal", "signal_name", "code", "core", "role", "generation", "restart", "phase", "line"]
+    cols = ["pid", "signal", "signal_name", "code", "core", "role", "generation", "restart", "phase", "t", "line"]
     if not len(lines):
         return pd.DataFrame(columns=cols)
     where = log_phases(lines)
@@ -268,11 +268,13 @@ def process_exits(text: str, procs: pd.DataFrame | None = None) -> pd.DataFrame:
                        index=started["pid"].astype("int64")).groupby(level=0).last()
     role = pd.Series(pd.NA, index=out.index, dtype="string")
     generation = pd.Series(pd.NA, index=out.index, dtype="Int64")
+    out["t"] = float("nan")                  # when the census last saw the process (its exit follows)
     if procs is not None and len(procs):
         last = procs.sort_values("t", kind="stable").drop_duplicates("pid", keep="last").set_index("pid")
         known = out["pid"].isin(last.index)
         role[known] = last.loc[out.loc[known, "pid"], "role"].astype("string").values
         generation[known] = last.loc[out.loc[known, "pid"], "generation"].astype("int64").values
+        out.loc[known, "t"] = last.loc[out.loc[known, "pid"], "t"].astype("float64").values
     role = role.fillna(out["pid"].map(by_log).astype("string"))
     role = role.mask(role.isna() & hits["app"].notna(), "app").fillna("other")
     out["role"], out["generation"] = role, generation
@@ -313,7 +315,8 @@ def crash_summary(exits: pd.DataFrame, n_restarts: int) -> dict[str, Any]:
             "per_restart": [int(per.get(i, 0)) for i in range(n_restarts)],
             "nonzero_exits": int(len(bad_code)),
             "events": [{"role": str(r.role), "signal": str(r.signal_name), "leaving": bool(r.leaving),
-                        "phase": str(r.phase), "restart": None if pd.isna(r.restart) else int(r.restart)}
+                        "phase": str(r.phase), "restart": None if pd.isna(r.restart) else int(r.restart),
+                        "t": None if pd.isna(getattr(r, "t", float("nan"))) else round(float(r.t), 3)}
                        for r in crashed.itertuples()],
             "examples": _records(crashed.head(EXAMPLES)[cols[:3] + ["signal_name"] + cols[3:5] + ["leaving", "line"]])
             + _records(bad_code.head(5).reindex(columns=cols[:3] + ["code"] + cols[3:]))}
