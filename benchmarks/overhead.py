@@ -43,7 +43,7 @@ sys.path.insert(0, str(REPO))
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from restartbench import apps, installations, procs  # noqa: E402
+from restartbench import apps, installations, procs, tools  # noqa: E402
 from restartbench.hosts import wasmtime as wasmtime_host
 from restartbench.census import Census  # noqa: E402
 from restartbench.load import Load, LoadSpec  # noqa: E402
@@ -417,6 +417,26 @@ def verdict(name: str, value: float) -> bool:
     return value >= goal if op == ">=" else value <= goal
 
 
+def preflight(names: list[str], out: Path) -> str:
+    """Everything the chosen measurements need, checked before any of them starts: what is missing, in
+    one line saying what to install ("" when nothing)."""
+    missing = []
+    if "processes" in names and shutil.which("wrk") is None:
+        missing.append("wrk (the reference load generator of 'processes'): apt-get install wrk")
+    if set(names) & {"recorder", "processes", "accuracy"}:
+        try:
+            tools.wasmtime()
+        except tools.ToolMissing as exc:
+            missing.append(str(exc).splitlines()[0])
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if not os.access(out.parent, os.W_OK):
+            raise PermissionError
+    except OSError:
+        missing.append(f"{out.parent} is not writable: pass --out elsewhere")
+    return "; ".join(missing)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="shorter runs, 1 M rows (scaled): a smoke run")
@@ -427,6 +447,11 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(names) - set(GOALS)
     if unknown:
         ap.error(f"unknown measurement(s): {', '.join(sorted(unknown))}")
+    problem = preflight(names, args.out)
+    if problem:                       # before any measuring: nothing is half done
+        print(f"error: cannot measure {', '.join(names)}: missing {problem} (or leave it out with --only)",
+              file=sys.stderr)
+        return 2
     work = Path(tempfile.mkdtemp(prefix="rb-overhead-work-"))
     results: dict[str, dict] = {}
     try:

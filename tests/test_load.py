@@ -210,3 +210,4 @@ def test_read_records_tolerates_a_half_written_last_line(tmp_path):
     assert df.t_intended.iloc[2] == 0.25 and df.t_intended.iloc[:2].isna().all()
     assert df.outcome.tolist() == ["ok", "http_error", "conn_error"]
     assert str(df.status.dtype) == "int32" and str(df.worker.dtype) == "int16"
+

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..results import write_atomic
 from ..run import REPO, check_writable
 from .common import EXIT_OK, UsageError, console, gate_limits, ids, runs as open_runs
 
@@ -34,6 +35,11 @@ def register(sub) -> None:
                    "share, or an unnamed finding such as crash@router)")
     p.add_argument("--allow", action="append", default=None, metavar="ID[,ID]",
                    help="pass a run whose only failures these findings explain (still listed)")
+    p.add_argument("--junit", type=Path, default=None, metavar="FILE",
+                   help="also write the verdict as JUnit XML (a testsuite per run, a testcase per check)")
+    p.add_argument("--markdown", type=Path, default=None, metavar="FILE",
+                   help="also write it as Markdown tables; with $GITHUB_STEP_SUMMARY set they are appended "
+                   "there too (the job summary)")
     p.set_defaults(func=cmd_gate)
 
     p = sub.add_parser("offline-html", help="make asv's published HTML load nothing from the network "
@@ -83,12 +89,34 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_gate(args: argparse.Namespace) -> int:
+    import os
+
     from restartbench import analysis
+    from restartbench.analysis import outputs
+    from restartbench.analysis.summary import analyses
+
     limits = gate_limits(args.limits or "default")
+    for out in (args.junit, args.markdown):
+        if out is not None:
+            check_writable(out.parent)
     baseline = open_runs(args.baseline) if args.baseline else None
-    verdict = analysis.evaluate(open_runs(args.runs), limits, baseline=baseline, bugs=ids(args.bug),
-                                allow=ids(args.allow))
+    params = limits.get("analysis", {})
+    done = analyses(open_runs(args.runs), params.get("window_s"), params.get("grace_s"))   # analysed once
+    verdict = analysis.evaluate(done, limits, baseline=baseline, bugs=ids(args.bug), allow=ids(args.allow))
     console.print(analysis.gate.render(verdict))
+    summaries = {a.run.run_id: a.summary() for a in done}
+    if args.junit is not None:
+        write_atomic(args.junit, outputs.junit_xml(verdict, summaries))
+        console.print(f"junit: {args.junit}")
+    text = outputs.markdown(verdict, summaries)
+    if args.markdown is not None:
+        write_atomic(args.markdown, text)
+        console.print(f"markdown: {args.markdown}")
+    step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if step_summary:
+        with open(step_summary, "a") as f:                    # GitHub's job summary: appended, as steps do
+            f.write(text + "\n")
+        console.print(f"job summary: appended to {step_summary}")
     return verdict.exit_code
 
 
