@@ -193,6 +193,7 @@ class GateResult:
     #: run id -> finding id -> "build" | "arch effect" | "emulation effect" (a foreign-arch run with controls)
     effects: dict[str, dict[str, str]] = field(default_factory=dict)
     controls: dict[str, list[str]] = field(default_factory=dict)          # run id -> its control runs
+    baseline_known: list[str] = field(default_factory=list)   # only_new: the findings the baseline showed
 
     def outcome(self, row: GateRow) -> str:
         """The row's verdict for the question asked: a failing row attributed to none of the asked
@@ -313,7 +314,7 @@ def judge(run: "Run | Analysis | Path | str", limits: dict[str, dict[str, Any]] 
 def evaluate(candidates: Sequence[Run | Analysis], limits: dict[str, dict[str, Any]] | None = None,
              baseline: Sequence[Run | Analysis] | None = None, alpha: float | None = None,
              min_effect: float | None = None, *, bugs: Sequence[str] = (), allow: Sequence[str] = (),
-             controls: Sequence[Run | Analysis] = ()) -> GateResult:
+             controls: Sequence[Run | Analysis] = (), only_new: bool = False) -> GateResult:
     """Judge ``candidates`` against ``limits`` (from load_limits; None = defaults) and, if given,
     against ``baseline`` runs. ``alpha``/``min_effect`` default to the limits' [baseline]
     (0.002 and 0.10 as shipped). Runs are analysed afresh (never a stale summary.json); an Analysis
@@ -323,7 +324,10 @@ def evaluate(candidates: Sequence[Run | Analysis], limits: dict[str, dict[str, A
     rows attributed only to those. ``controls``: runs whose run.json names a candidate as the run they
     control (``control.of``): a foreign-arch run's native and emulated controls, which decide whether
     each of its findings is the build's, the arch's or the emulator's (``classify``). Candidates that
-    are themselves controls of another candidate are moved to ``controls``."""
+    are themselves controls of another candidate are moved to ``controls``.
+
+    ``only_new`` (with a baseline; a pull request against its base): a finding the baseline shows too is
+    known — listed, allowed — unless its rate is significantly higher (its Fisher row fails); new ones fail."""
     if not candidates:
         raise GateInputError("no candidate runs to judge; pass at least one results directory")
     limits = defaults() if limits is None else limits
@@ -365,6 +369,12 @@ def evaluate(candidates: Sequence[Run | Analysis], limits: dict[str, dict[str, A
             judge_run(scratch, run, summary, limits_for(summary, limits))
         compare_findings(result, cand, [(s, scratch.findings[r.run_id]) for r, s in base],
                          limits["findings"]["alpha"])
+        if only_new:
+            known = sorted({f.id for fs in scratch.findings.values() for f in fs})
+            result.aim = Aim(result.aim.bugs, tuple(dict.fromkeys([*result.aim.allow, *known])))
+            result.baseline_known = known
+    elif only_new:
+        raise GateInputError("--only-new needs --baseline: the runs whose findings are already known")
     return result
 
 
@@ -777,8 +787,11 @@ def verdict_line(result: GateResult) -> str:
     asked = ""
     if result.aim.bugs:
         asked += f" — asked about {', '.join(result.aim.bugs)} only"
-    if result.aim.allow:
-        asked += f"; allowed: {', '.join(result.aim.allow)}"
+    if result.baseline_known:
+        asked += f"; known from the baseline (allowed unless more frequent): {', '.join(result.baseline_known)}"
+    extra = [a for a in result.aim.allow if a not in result.baseline_known]
+    if extra:
+        asked += f"; allowed: {', '.join(extra)}"
     return f"verdict: {verdict} (exit {result.exit_code}){asked}"
 
 

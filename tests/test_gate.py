@@ -278,3 +278,20 @@ def test_growth_per_restart_needs_a_trend(tmp_path):
         assert rows[check].verdict == "skip" and "a growth trend needs 3" in rows[check].note
     rows = {r.check: r for r in evaluate([clean_run(tmp_path, "three")]).rows}
     assert rows["RSS growth per restart"].verdict == "pass"
+
+
+def test_only_new_findings_fail_against_a_baseline_that_shows_the_same(tmp_path):
+    """A pull request's runs fail the same checks as its base's: with only_new they pass, the base's
+    findings listed as known; without a baseline only_new is an input error."""
+    base = [faulty_run(tmp_path / "base")]
+    head = [faulty_run(tmp_path / "head")]
+    plain = evaluate(head, load_limits(), baseline=base)
+    assert not plain.passed
+    known = evaluate(head, load_limits(), baseline=base, only_new=True)
+    assert known.passed and known.baseline_known
+    from restartbench.analysis.gate import verdict_line
+    assert "known from the baseline" in verdict_line(known) and "verdict: PASS" in verdict_line(known)
+    new = evaluate(head, load_limits(), baseline=[clean_run(tmp_path / "clean")], only_new=True)
+    assert not new.passed                         # the clean base shows none of them: all new
+    with pytest.raises(GateInputError, match="--only-new needs --baseline"):
+        evaluate(head, load_limits(), only_new=True)

@@ -28,6 +28,11 @@ def build_parser() -> Parser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     for module in (run, analyse, builds, matrix, explore, bisect):
         module.register(sub)
+    for action in sub._choices_actions:            # `restartbench CMD --help` opens with what CMD does
+        command = sub.choices[action.dest]
+        if not command.description:
+            command.description = action.help[0].upper() + action.help[1:] + (
+                "" if action.help.endswith(".") else ".") + " Exit codes: see README 'Exit codes'."
     return parser
 
 

@@ -35,6 +35,9 @@ def register(sub) -> None:
                    "share, or an unnamed finding such as crash@router)")
     p.add_argument("--allow", action="append", default=None, metavar="ID[,ID]",
                    help="pass a run whose only failures these findings explain (still listed)")
+    p.add_argument("--only-new", action="store_true",
+                   help="with --baseline (a pull request against its base): fail on findings the baseline does "
+                   "not show, or shows significantly less often; the baseline's own are listed, allowed")
     p.add_argument("--junit", type=Path, default=None, metavar="FILE",
                    help="also write the verdict as JUnit XML (a testsuite per run, a testcase per check)")
     p.add_argument("--markdown", type=Path, default=None, metavar="FILE",
@@ -58,6 +61,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
         analysis.write_summary(done)
         for table in views.run_tables(summary, run.meta):
             console.print(table)
+        console.print(f"summary: {run.path / 'summary.json'}")
         console.print(f"run directory: {run.path}")
     return EXIT_OK
 
@@ -102,7 +106,8 @@ def cmd_gate(args: argparse.Namespace) -> int:
     baseline = open_runs(args.baseline) if args.baseline else None
     params = limits.get("analysis", {})
     done = analyses(open_runs(args.runs), params.get("window_s"), params.get("grace_s"))   # analysed once
-    verdict = analysis.evaluate(done, limits, baseline=baseline, bugs=ids(args.bug), allow=ids(args.allow))
+    verdict = analysis.evaluate(done, limits, baseline=baseline, bugs=ids(args.bug), allow=ids(args.allow),
+                                only_new=args.only_new)
     console.print(analysis.gate.render(verdict))
     summaries = {a.run.run_id: a.summary() for a in done}
     if args.junit is not None:

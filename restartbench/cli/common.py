@@ -1,9 +1,6 @@
 """What every command shares: the consoles, exit codes, bad-input errors, the run flags and their RunConfig.
 
-Exit codes (the one place they are defined; README "Exit codes" lists them): 0 ok / gate passed, 1 gate
-failed (or explore found something), 2 bad input (one line on stderr saying what is wrong and what to do),
-3 a run failed (host never came up, ...), 130/143/129 interrupted by SIGINT/SIGTERM/SIGHUP (files are
-still complete and marked).
+Exit codes: the constants below; what each means for each command is README's "Exit codes" table.
 """
 
 from __future__ import annotations

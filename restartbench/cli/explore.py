@@ -54,6 +54,9 @@ def cmd_explore(args: argparse.Namespace) -> int:
                                   watch=watch)
     console.print((out / "report.md").read_text().split("| # |")[0].strip(), markup=False, highlight=False)
     console.print(f"explore record: {out / 'explore.json'}")
+    console.print(f"account: {out / 'report.md'}")
+    if (out / "minimal.toml").exists():
+        console.print(f"minimal failing scenario: {out / 'minimal.toml'}")
     if found.stopped:
         return signal_exit(found.stopped, 130)
     return EXIT_GATE_FAILED if found.found else EXIT_OK

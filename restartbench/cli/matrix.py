@@ -92,6 +92,8 @@ def after_matrix(result) -> int:
     console.print(cells)
     if result.path and (result.path / "report.html").exists():
         console.print(f"report: {result.path / 'report.html'}")
+    if result.path and (result.path / "compare.csv").exists():
+        console.print(f"comparison csv: {result.path / 'compare.csv'}")
     console.print(f"matrix directory: [bold]{result.path}[/] · {len(result.results)} cells in "
                   f"{result.wall_s:.0f} s · {len(result.failed)} failed")
     if result.interrupted:

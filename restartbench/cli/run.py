@@ -64,5 +64,6 @@ def after_run(outcome: RunOutcome, limits, report: bool, bugs: Sequence[str] = (
     if report:
         path = analysis.write_report([done, *ctrl], outcome.path / "report.html", gate=verdict)
         console.print(f"report: {path}")
+    console.print(f"summary: {outcome.path / 'summary.json'}")
     console.print(f"run directory: [bold]{outcome.path}[/]")
     return code
