@@ -35,7 +35,7 @@ from typing import Any
 SCENARIO_DIR = Path(__file__).resolve().parent.parent / "scenarios"
 ACTION_KINDS = ("restart", "config", "swap", "processes", "daemon")
 CHANGE_METHODS = ("PUT", "POST", "DELETE")
-PLACEHOLDERS = ("app", "address", "port", "port2", "component", "dir")
+PLACEHOLDERS = ("app", "address", "port", "port2", "port4", "component", "dir")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 

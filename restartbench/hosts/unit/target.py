@@ -256,7 +256,8 @@ class UnitTarget:
         self.workdir = Path(workdir).resolve()
         self.address = address
         self.port = port or free_port(address)
-        self.port2 = free_port(address)            # {port2}: a second listener a change may add
+        self.port2 = free_port(address)            # {port2}, {port4}: listeners a change may add
+        self.port4 = free_port(address)
         self.second_app = bool(second_app)
         self.port3 = free_port(address) if self.second_app else 0      # the second app's own listener
         self.processes = int(processes)
@@ -510,7 +511,8 @@ class UnitTarget:
         if isinstance(value, str):
             host = f"[{self.address}]" if ":" in self.address else self.address
             for key, text in (("app", self.app_name), ("address", host), ("port", str(self.port)),
-                              ("port2", str(self.port2)), ("component", str(self.component)),
+                              ("port2", str(self.port2)), ("port4", str(self.port4)),
+                              ("component", str(self.component)),
                               ("dir", str(self.tmp_dir))):
                 value = value.replace("{" + key + "}", text)
             return value

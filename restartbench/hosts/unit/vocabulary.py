@@ -3,7 +3,9 @@
 
 Every change is a step and its undo, so a plan that repeats it returns the configuration to where it began.
 The placeholders are the target's (``{app}``, ``{address}``, ``{port}``, ``{port2}``, ``{component}``,
-``{dir}``; see ``target.UnitTarget.fill``). The suite checks a plan against an idle instance of the build
+``{dir}``, ``{port4}``; see ``target.UnitTarget.fill``). No change touches a listener
+or an app it did not add itself but the app under test's own: a second app beside it must stay undisturbed
+unless Unit disturbs it. The suite checks a plan against an idle instance of the build
 before the load starts, so an entry valid only in some versions is skipped where it does not apply, never
 run blind.
 """
@@ -21,11 +23,12 @@ CHANGES: dict[str, tuple[str, dict[str, Any]]] = {
     "listener": ("1.0", {"description": "a second listener added, then removed", "steps": [
         {"method": "PUT", "path": "/config/listeners/{address}:{port2}", "body": _APP},
         {"method": "DELETE", "path": "/config/listeners/{address}:{port2}"}]}),
-    "listener-swap": ("1.0", {"description": "the listeners replaced whole: the app's own one kept, a second "
-                              "one added, then the set put back", "steps": [
-        {"method": "PUT", "path": "/config/listeners",
-         "body": {"{address}:{port}": _APP, "{address}:{port2}": _APP}},
-        {"method": "PUT", "path": "/config/listeners", "body": {"{address}:{port}": _APP}}]}),
+    "listener-move": ("1.0", {"description": "a second listener moved from one port to another and back "
+                              "(the app's own listener, and a second app's, left alone)", "steps": [
+        {"method": "PUT", "path": "/config/listeners/{address}:{port2}", "body": _APP},
+        {"method": "PUT", "path": "/config/listeners/{address}:{port4}", "body": _APP},
+        {"method": "DELETE", "path": "/config/listeners/{address}:{port2}"},
+        {"method": "DELETE", "path": "/config/listeners/{address}:{port4}"}]}),
     "routes": ("1.8.0", {"description": "the listener moved onto a routes table that changes, and back", "steps": [
         {"method": "PUT", "path": "/config/routes", "body": [{"action": _APP}]},
         {"method": "PUT", "path": "/config/listeners/{address}:{port}/pass", "body": "routes"},
