@@ -42,7 +42,7 @@ MATRIX    := $(or $(word 2,$(call list,$(TARGETS))),$(word 2,$(ARCHES)),$(word 2
 BENCH_USERS := $(or $(USERS),$(if $(FOREIGN),10,20))
 SUDO      := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: all venv apps bench emulator unit-build-deps test test-all gate asv asv-unit report clean layout
+.PHONY: all venv apps bench emulator unit-build-deps test test-all gate asv asv-unit report clean layout health
 
 all: test
 
@@ -171,6 +171,18 @@ gate: $(STAMP)
 	  case $$rc in 1) why="a check failed";; 2) why="unusable input";; *) why="it was stopped";; esac; \
 	  echo "gate: restartbench gate exited $$rc: $$why" >&2; \
 	  exit $$rc; }
+
+# the health of every release: each Unit and FreeUnit release from HEALTH_SINCE on built, run HEALTH_RUNS times
+# with the same plan, one page (results/runs/health-*/health.html). Sources default to the public repositories:
+# make health UNIT_SOURCE=../shared/unit/src/nginx-unit.bundle FREEUNIT_SOURCE=../shared/unit/src/freeunit.bundle
+HEALTH_SINCE ?= 1.32.0
+HEALTH_RUNS  ?= 3
+FREEUNIT_SOURCE ?=
+HEALTH_ARGS  ?= --duration 30s --restart-every 4s --warmup 3s --cooldown 4s --grace 3s --window 3s
+health: $(STAMP) unit-build-deps
+	$(BIN)/restartbench health --since $(HEALTH_SINCE) --runs $(HEALTH_RUNS) \
+	  $(if $(UNIT_SOURCE),--unit-source $(UNIT_SOURCE)) $(if $(FREEUNIT_SOURCE),--freeunit-source $(FREEUNIT_SOURCE)) \
+	  $(HEALTH_ARGS)
 
 # lines per module, who imports whom, and imports against docs/layout.md's rules (tests/layout.py --dot: a graph)
 layout: $(STAMP)

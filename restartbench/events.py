@@ -19,7 +19,7 @@ STATES = ("start", "running", "done", "note")
 class Event:
     """One thing a long job tells its watcher."""
 
-    job: str                          # "matrix" | "bisect" | "explore"
+    job: str                          # "matrix" | "bisect" | "explore" | "health"
     state: str                        # one of STATES
     text: str = ""                    # the line to print
     index: int = 0                    # the step, 1-based (0: not counted)

@@ -12,7 +12,7 @@ from typing import Sequence
 
 from .. import apps, installations, results, scenarios
 from ..run import ConfigError, Interrupted
-from . import analyse, bisect, builds, explore, matrix, run
+from . import analyse, bisect, builds, explore, health, matrix, run
 from ..analysis.gate import GateInputError
 from .common import EXIT_USAGE, Parser, UsageError, errors, load_spec, run_config, signal_exit, target_options
 from .run import after_run
@@ -26,7 +26,7 @@ def build_parser() -> Parser:
     parser = Parser(prog="restartbench", description="Benchmark and load-test WebAssembly component "
                     "apps while their host restarts them.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
-    for module in (run, analyse, builds, matrix, explore, bisect):
+    for module in (run, analyse, builds, matrix, explore, bisect, health):
         module.register(sub)
     for action in sub._choices_actions:            # `restartbench CMD --help` opens with what CMD does
         command = sub.choices[action.dest]

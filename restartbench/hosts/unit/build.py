@@ -221,13 +221,14 @@ def resolve_rev(src: Source, rev: str) -> str:
             src.git("fetch", "--quiet", "--prune", "--tags", "origin", "+refs/*:refs/*", check=False)
         commit = lookup()
     if not commit:
-        tags = sorted(_release_tags(src), key=_tag_key)[-6:]
+        tags = sorted(release_tags(src), key=_tag_key)[-6:]
         raise BuildError(f"--rev {rev}: no such tag, branch or commit in {src.spec}"
                          + (f" (newest tags: {', '.join(tags)})" if tags else ""))
     return commit
 
 
-def _release_tags(src: Source, commit: str | None = None) -> list[str]:
+def release_tags(src: Source, commit: str | None = None) -> list[str]:
+    """The release tags of ``src`` (all, or those pointing at ``commit``)."""
     args = ["tag", "--list"] + (["--points-at", commit] if commit else [])
     return [t for t in src.git(*args).split() if _RELEASE_TAG.fullmatch(t)]
 
@@ -239,7 +240,7 @@ def _tag_key(tag: str) -> tuple[int, ...]:
 def build_name(src: Source, commit: str, flavor: str) -> str:
     """What users call a build: its release tag (``1.32.1``), else its short commit; FreeUnit's are
     prefixed (``freeunit-1.36.0``) so they never shadow NGINX's build of the same version."""
-    tags = sorted(_release_tags(src, commit), key=_tag_key)
+    tags = sorted(release_tags(src, commit), key=_tag_key)
     return flavored(tags[-1].removeprefix("v") if tags else commit[:10], flavor)
 
 

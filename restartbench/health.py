@@ -1,0 +1,190 @@
+"""The health of every release: each release of each flavor a source has (or a list), built, run with the
+same plan ``runs`` times, and one page of a release × finding table — each finding's rate with its 95%
+interval — beside the gate's verdict over each release's runs.
+
+    health.check([("unit", bundle), ("freeunit", other)], since="1.32.0", base=RunConfig(...), runs=3)
+
+Writes ``health.json`` and ``health.html`` into ``<results_root>/health-<time>/``; every run is an ordinary
+run directory under it. A release that does not build is a row saying why, never a stop. The asv history of
+the same measurements (``make asv``, ``make asv-unit``) is linked from the page when it exists.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from . import results
+from .events import Event, Watcher, ignore, running
+from .run import Interrupted, RunConfig, run
+from .versions import version_key
+
+
+#: the last NGINX Unit release FreeUnit's history shares: FreeUnit's own releases come after it
+FREEUNIT_FORK = "1.35.0"
+
+
+@dataclass
+class Release:
+    """One release of one flavor: its build (or why there is none), its runs and its verdict."""
+
+    flavor: str
+    tag: str
+    target: str = ""                    # unit@NAME once built
+    commit: str = ""
+    error: str = ""                     # why it was not built or not run
+    runs: list[str] = field(default_factory=list)        # run directories
+    build_s: float = 0.0
+    run_s: float = 0.0
+    verdict: str = ""                   # PASS | FAIL | "" (not judged)
+    failed_checks: list[str] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        return f"{self.flavor} {self.tag}"
+
+
+@dataclass
+class Health:
+    releases: list[Release]
+    path: Path
+    wall_s: float = 0.0
+    stopped: str = ""
+
+
+def releases(flavor: str, source: str | None, since: str = "1.32.0", until: str | None = None) -> list[str]:
+    """The release tags of ``source`` (default: the flavor's public repository) from ``since`` on, oldest
+    first (FreeUnit's own tags only: the ones its history shares with NGINX Unit are NGINX Unit's)."""
+    from .hosts.unit import build as unitbuild
+
+    src = unitbuild.open_source(source, flavor)
+    tags = unitbuild.release_tags(src)
+    if flavor == "freeunit":                  # its history carries NGINX Unit's tags up to 1.35.0 too
+        tags = [t for t in tags if version_key(t) > version_key(FREEUNIT_FORK)]
+    tags = [t for t in tags if version_key(t) >= version_key(since) and (until is None or
+                                                                        version_key(t) <= version_key(until))]
+    return sorted(set(tags), key=version_key)
+
+
+def check(plan: Sequence[tuple[str, str | None, Sequence[str]]], base: RunConfig, *, runs: int = 3,
+          limits: dict | None = None, watch: Watcher = ignore, jobs: int | None = None,
+          say=lambda s: None) -> Health:
+    """Build and run every (flavor, source, tags) release ``runs`` times with ``base`` (its target, arch and
+    build replaced by each release's), judge each release's runs with the gate, write the page."""
+    from restartbench import analysis
+
+    from .hosts.unit import build as unitbuild, discovery
+
+    t0 = time.monotonic()
+    out = Path(base.results_root) / f"health-{time.strftime('%Y%m%d-%H%M%S')}"
+    out.mkdir(parents=True, exist_ok=True)
+    todo = [Release(flavor, tag) for flavor, _, tags in plan for tag in tags]
+    sources = {flavor: source for flavor, source, _ in plan}
+    health = Health(todo, out)
+    total = len(todo)
+    try:
+        for n, rel in enumerate(todo, 1):
+            watch(Event("health", "start", f"[{n}/{total}] {rel.label}: building", n, total, item=rel))
+            t = time.monotonic()
+            try:
+                built = unitbuild.build(rel.tag, source=sources[rel.flavor], flavor=rel.flavor, arch=base.arch,
+                                        jobs=jobs, say=say)
+                inst = discovery.installation_of(built)
+                rel.target, rel.commit = inst.label, inst.commit
+            except (Interrupted, KeyboardInterrupt):
+                raise
+            except Exception as exc:                  # a release that does not build is a row, not a stop
+                rel.error = f"not built: {str(exc).splitlines()[0][:300]}"
+            rel.build_s = round(time.monotonic() - t, 1)
+            t = time.monotonic()
+            for i in range(runs if not rel.error else 0):
+                cfg = dataclasses.replace(base, target=inst.label, arch=inst.arch, installation=inst,
+                                          results_root=out / "runs", target_options=dict(base.target_options),
+                                          run_id=f"{rel.flavor}-{rel.tag}-{i + 1}")
+                outcome = run(cfg, report=running("health", watch, index=n, total=total, item=rel))
+                if outcome.status == "interrupted":
+                    raise Interrupted(outcome.signal or "SIGINT")
+                rel.runs.append(str(outcome.path))
+            rel.run_s = round(time.monotonic() - t, 1)
+            if rel.runs:
+                judged = analysis.evaluate([results.read_run(p) for p in rel.runs], limits)
+                rel.verdict = "PASS" if judged.passed else "FAIL"
+                rel.failed_checks = list(dict.fromkeys(r.check for r in judged.failures()))
+            watch(Event("health", "done", f"[{n}/{total}] {rel.label}: " + (rel.error or f"{rel.verdict} over "
+                        f"{len(rel.runs)} run(s) (build {rel.build_s:.0f} s, runs {rel.run_s:.0f} s)"), n, total,
+                        ok=None if rel.error else rel.verdict == "PASS", item=rel))
+    except (Interrupted, KeyboardInterrupt) as exc:
+        health.stopped = getattr(exc, "reason", "SIGINT")
+    health.wall_s = round(time.monotonic() - t0, 1)
+    write(health, limits)
+    return health
+
+
+def table(health: Health) -> Any:
+    """The release × finding table: rate [interval] k/n per cell (compare.finding_table over each
+    release's runs), with the release's verdict."""
+    from restartbench.analysis import compare
+    from restartbench.analysis.summary import cached_summary
+
+    pairs = []
+    for rel in health.releases:
+        for path in rel.runs:
+            r = results.read_run(path)
+            pairs.append((r, cached_summary(r)))
+    return compare.finding_table(pairs) if pairs else None
+
+
+def write(health: Health, limits: dict | None = None) -> None:
+    """health.json and health.html."""
+    from html import escape
+
+    from restartbench.analysis import compare
+
+    found = table(health)
+    by_label: dict[str, dict[str, Any]] = {}
+    if found is not None:
+        for r in found.itertuples():
+            by_label.setdefault(r.label, {})[r.id] = r
+    ids = list(dict.fromkeys(found["id"])) if found is not None else []
+    doc = {"wall_s": health.wall_s, "stopped": health.stopped,
+           "releases": [dataclasses.asdict(r) for r in health.releases],
+           "findings": found.to_dict(orient="records") if found is not None else []}
+    results.write_json(health.path / "health.json", doc)
+
+    def label_of(rel: Release) -> str:
+        if not rel.runs:
+            return ""
+        return compare.label(compare.run_row(results.read_run(rel.runs[0]), {}))
+
+    head = "".join(f"<th>{escape(i)}</th>" for i in ids)
+    rows = []
+    for rel in health.releases:
+        cells = by_label.get(label_of(rel), {})
+        tds = "".join(
+            (f'<td class="{"fail" if cells[i].k else ""}">{cells[i].rate:.0%} '
+             f'<span class="note">[{cells[i].lo:.0%}, {cells[i].hi:.0%}] {cells[i].k}/{cells[i].n}</span></td>')
+            if i in cells and cells[i].n else "<td>–</td>" for i in ids)
+        verdict = rel.verdict or "not run"
+        why = escape(rel.error or ", ".join(rel.failed_checks))
+        rows.append(f'<tr><td class="l">{escape(rel.label)}</td><td class="l">{escape(rel.commit[:10])}</td>'
+                    f'<td class="{verdict}">{verdict}</td><td class="l">{why}</td><td>{len(rel.runs)}</td>{tds}</tr>')
+    asv = next((p for p in (health.path.parent.parent / "html" / "index.html",
+                            health.path.parent.parent / "html-unit" / "index.html") if p.exists()), None)
+    html = ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>release health</title><style>"
+            "body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1200px}table{border-collapse:collapse}"
+            "th,td{border:1px solid #ddd;padding:3px 7px;text-align:right}td.l{text-align:left}.note{color:#555;"
+            "font-size:11px}.fail{background:#fde2e2}.FAIL{background:#fde2e2;font-weight:bold}.PASS{background:#d8f3dc}"
+            "</style></head><body><h1>Release health</h1>"
+            f"<p>{len(health.releases)} release(s), {sum(len(r.runs) for r in health.releases)} run(s), "
+            f"{health.wall_s / 60:.0f} min" + (f", stopped early ({escape(health.stopped)})" if health.stopped else "")
+            + ". Each cell: the finding's rate over the release's runs (per restart, or per run) [95% Wilson "
+            "interval] k/n; verdict: the gate over the release's runs.</p>"
+            f"<table><thead><tr><th>release</th><th>commit</th><th>verdict</th><th>failed checks / why</th>"
+            f"<th>runs</th>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+            + (f'<p>History of the same measurements: <a href="{escape(asv.as_uri())}">asv</a></p>' if asv else
+               "<p class=\"note\">asv history: `make asv` / `make asv-unit` publish it beside this page</p>")
+            + "</body></html>\n")
+    results.write_atomic(health.path / "health.html", html)
