@@ -279,6 +279,14 @@ class Census:
     def role_mask(self, roles: Sequence[str]) -> np.ndarray:
         return np.isin(self.role, [self.role_names.index(r) for r in roles if r in self.role_names])
 
+    def born_of(self, position: int, windows: "Windows") -> np.ndarray:
+        """Rows of processes born of restart ``position``: after it and before the next one (by
+        ``generation`` == position + 1, else by ``born``)."""
+        t_i = windows.starts[position]
+        t_next = windows.starts[position + 1] if position + 1 < len(windows.starts) else np.inf
+        by_born = (self.born >= t_i) & (self.born < t_next)
+        return np.where(np.isnan(self.generation), by_born, self.generation == position + 1)
+
     def old(self, t_i: float, position: int) -> np.ndarray:
         """Rows of processes born before restart ``position`` (at ``t_i``): by ``generation``
         (< position + 1; the census makes it exact, see restartbench.census), else by ``born``."""
@@ -340,7 +348,8 @@ def census_stats(census: Census, windows: Windows, app_roles: Sequence[str], gra
     sampled just before the restart (``tree_<metric>_before``).
 
     ``lingering``: processes of ``app_roles`` born before ``t_i`` present in the first sample at
-    or after ``t_i + grace_s`` (NaN if the census ended before then); ``fresh_app``: those born after. ``settle_s``: from ``t_i``
+    or after ``t_i + grace_s`` (NaN if the census ended before then); ``fresh_app``: the app processes born
+    of this restart (after it, before the next) in that sample. ``settle_s``: from ``t_i``
     to the first sample at or after it with exactly ``counts[i]`` app processes and none born
     before ``t_i`` (NaN if never).
     """
@@ -359,7 +368,7 @@ def census_stats(census: Census, windows: Windows, app_roles: Sequence[str], gra
             old = census.old(t_i, p)[rows]
             lingering[p] = np.count_nonzero(old & app[rows])
             lingering_proto[p] = np.count_nonzero(old & proto[rows])
-            fresh[p] = np.count_nonzero(~old & app[rows])
+            fresh[p] = np.count_nonzero(census.born_of(p, windows)[rows] & app[rows])
         k0 = census.sample_at_or_after(t_i)
         if k0 is not None and np.isfinite(counts[p]):
             ok = (n_app[k0:] == counts[p]) & (min_born[k0:] >= t_i) & (min_gen[k0:] >= p + 1)
