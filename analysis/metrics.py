@@ -509,18 +509,27 @@ def role_retention(processes: pd.DataFrame, windows: Windows, load_end: float = 
 
 def isolation(frame: pd.DataFrame, restarts: pd.DataFrame, window_s: float) -> dict[str, Any] | None:
     """The second app's requests (route ``/other``) around the actions on the app under test: how many
-    started in each action's window and how many of those were not ok. Daemon restarts stop every app
-    and are left out. None when the load sent no ``/other`` request."""
+    started in each action's window (cut at the next action) and how many of those were not ok. Daemon
+    restarts stop every app: their windows are left out, and so are requests still in flight when one
+    began. None when the load sent no ``/other`` request."""
     other = frame[frame["name"] == OTHER_ROUTE]
     if other.empty:
         return None
     ok = (other["outcome"].astype(str) == "ok").to_numpy()
     t = other["t_start"].to_numpy(dtype="float64")
+    t_end = other["t_end"].to_numpy(dtype="float64")
     per, hit = [], []
-    for r in restarts.sort_values("t_sent").itertuples():
+    acts = restarts.sort_values("t_sent")
+    sent = acts["t_sent"].to_numpy(dtype="float64")
+    kinds = acts["kind"].astype(str).to_numpy()
+    for n, r in enumerate(acts.itertuples()):
         if str(r.kind) == "daemon" or not np.isfinite(r.t_sent):
             continue
-        inside = (t >= r.t_sent) & (t < r.t_sent + window_s)
+        end = min(r.t_sent + window_s, sent[n + 1]) if n + 1 < len(sent) else r.t_sent + window_s
+        inside = (t >= r.t_sent) & (t < end)
+        daemons = sent[n + 1:][kinds[n + 1:] == "daemon"]
+        if len(daemons):                            # in flight when a later daemon restart stopped every app
+            inside &= ~(np.nan_to_num(t_end, nan=np.inf) >= daemons[0])
         bad = int((inside & ~ok).sum())
         per.append({"index": int(r.index), "kind": str(r.kind), "requests": int(inside.sum()), "not_ok": bad})
         if bad:

@@ -441,3 +441,22 @@ def test_analysis_reads_the_run_and_nothing_else(tmp_path):
     assert json.loads(out.stdout) == json.loads(json.dumps(here))
     assert not (tmp_path / "home" / ".cache" / "restartbench").exists()    # no cache of ours (matplotlib
     # keeps its font cache there: a library's, not an input)
+
+
+def test_isolation_windows_end_at_the_next_action_and_skip_daemon_restarts():
+    import pandas as pd
+
+    from restartbench.analysis.metrics import isolation
+
+    reqs = pd.DataFrame({"name": ["/other"] * 4 + ["/"],
+                         "t_start": [10.2, 11.9, 12.5, 13.0, 10.5], "t_end": [10.3, 12.4, 12.6, 13.1, 10.6],
+                         "outcome": ["ok", "conn_error", "conn_error", "ok", "conn_error"]})
+    acts = pd.DataFrame({"index": [0, 1], "kind": ["change", "daemon"], "t_sent": [10.0, 12.0]})
+    iso = isolation(reqs, acts, window_s=5.0)
+    # 11.9 started in the change's window but was cut by the daemon restart; 12.5 is the daemon's own
+    assert iso["requests"] == 4 and iso["not_ok"] == 2 and iso["window_not_ok"] == 0
+    assert [p["index"] for p in iso["per_restart"]] == [0] and iso["disturbed_restarts"] == []
+    acts = pd.DataFrame({"index": [0, 1], "kind": ["change", "restart"], "t_sent": [10.0, 12.0]})
+    iso = isolation(reqs, acts, window_s=5.0)
+    assert iso["window_not_ok"] == 2 and iso["disturbed_restarts"] == [0, 1]
+    assert isolation(reqs[reqs["name"] == "/"], acts, 5.0) is None
