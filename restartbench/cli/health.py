@@ -27,8 +27,8 @@ def register(sub) -> None:
     g.add_argument("--since", default="1.32.0", help="the oldest release (default 1.32.0: the first with the "
                    "wasm module)")
     g.add_argument("--until", default=None, help="the newest release (default: the newest tag)")
-    g.add_argument("--releases", default=None, help="comma-separated tags instead of all from --since on "
-                   "(with one --flavor)")
+    g.add_argument("--releases", default=None, help="comma-separated tags instead of all from --since on: "
+                   "TAG (with one --flavor) or FLAVOR:TAG, e.g. unit:1.32.0,unit:1.32.1,freeunit:1.36.0")
     g.add_argument("--runs", type=positive(int, "--runs"), default=3, help="runs per release (default 3)")
     g.add_argument("-j", "--jobs", type=positive(int, "--jobs"), default=None, help="build jobs")
     add_run_arguments(p, probes=True)
@@ -42,16 +42,24 @@ def cmd_health(args: argparse.Namespace) -> int:
     bad = [f for f in flavors if f not in ("unit", "freeunit")]
     if bad or not flavors:
         raise UsageError(f"--flavor {args.flavor!r}: use unit, freeunit or unit,freeunit")
-    if args.releases and len(flavors) != 1:
-        raise UsageError("--releases names tags of one flavor: pass --flavor unit or --flavor freeunit with it")
+    named = split_list(args.releases) if args.releases else []
+    if any(":" in r for r in named):
+        bad = [r for r in named if r.partition(":")[0] not in ("unit", "freeunit") or not r.partition(":")[2]]
+        if bad:
+            raise UsageError(f"--releases {bad[0]!r}: write FLAVOR:TAG with FLAVOR unit or freeunit")
+        flavors = list(dict.fromkeys(r.partition(":")[0] for r in named))
+    elif named and len(flavors) != 1:
+        raise UsageError("--releases names tags of one flavor: pass --flavor unit or --flavor freeunit with it, "
+                         "or write FLAVOR:TAG")
     limits = gate_limits(args.gate or "default")
     arch = arches.normalize_arch(args.arch)
     plan = []
     for flavor in flavors:
         source = args.unit_source if flavor == "unit" else args.freeunit_source
         try:
-            tags = split_list(args.releases) if args.releases else health.releases(flavor, source, args.since,
-                                                                                   args.until)
+            tags = ([r.partition(":")[2] if ":" in r else r for r in named if ":" not in r or
+                     r.partition(":")[0] == flavor] if named else health.releases(flavor, source, args.since,
+                                                                                  args.until))
         except ValueError as exc:
             raise UsageError(str(exc).splitlines()[0]) from None
         plan.append((flavor, source, tags))
