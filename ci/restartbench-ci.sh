@@ -16,7 +16,7 @@ FLAVOR="${FLAVOR:-unit}"
 RUNS="${RUNS:-3}"
 SCENARIO="${SCENARIO:-periodic-restart}"
 OUT="${OUT:-restartbench-out}"
-RUN_FLAGS=(${RUN_FLAGS:---duration 20s --restart-every 4s --users 10})
+RUN_FLAGS=(${RUN_FLAGS:---duration 20s --restart-every 4s --grace 3s --window 3s --users 10})
 rb="$RESTARTBENCH/.venv/bin/restartbench"
 [ -x "$rb" ] || { echo "error: $rb not found: run make venv in $RESTARTBENCH" >&2; exit 2; }
 mkdir -p "$OUT"

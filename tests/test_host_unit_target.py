@@ -21,6 +21,7 @@ from helpers import has_restart_bug, http_get
 
 from restartbench import procs
 from restartbench.errors import TargetError
+from restartbench.versions import version_key
 from restartbench.hosts.base import Installation
 from restartbench.hosts.unit.processes import LogRoles, parse_title, unit_role
 from restartbench.hosts.unit.target import Reply, UnitTarget, control, flatten_status, shutdown
@@ -705,5 +706,28 @@ def test_real_unit_second_app_has_its_own_listener_and_processes(unit_install, c
         _settled(target, 1)
         assert procs.wait_until(lambda: list(_roles(target).values()).count("bystander") == 2, 20, 0.05)
         assert list(_roles(target).values()).count("app") == 1          # other's prototype and app process
+    finally:
+        target.stop()
+
+
+@pytest.mark.unit
+def test_real_unit_daemon_restart_can_upgrade_to_another_build(components, tmp_path):
+    """The upgrade path: unitd of the oldest build stopped, the newest started on its state dir."""
+    from restartbench.hosts.unit import discovery
+
+    found = sorted((c.installation for c in discovery.discover() if c.installation is not None and not c.reason
+                    and not c.installation.emulated), key=lambda i: version_key(i.version))
+    if len({i.version for i in found}) < 2:
+        pytest.skip("an upgrade needs two Unit builds of different versions (units.toml)")
+    old, new = found[0], found[-1]
+    target = UnitTarget(old, components["a"], tmp_path / "host", processes=2)
+    try:
+        target.start()
+        reply = target.restart({"kind": "daemon", "upgrade_to": new.name})
+        assert target.installation.version == new.version and reply.http_status == 200, reply.body
+        assert f"{new.label} {new.version}" in reply.body and "configuration restored" in reply.body
+        assert _get(target.url)[0] == 200
+        got = control(target.control_socket, "GET", "/config/applications/restartbench/processes").json()
+        assert got == 2
     finally:
         target.stop()
