@@ -61,11 +61,14 @@ def fake_installation(tmp_path: Path, **kw) -> Installation:
 ])
 def test_roles_of_reference_trees(name, expected):
     rows = ps_titles(name)
-    assert {pid: unit_role(title) for pid, _, title in rows} == expected
+    assert {pid: unit_role(title, "labapp") for pid, _, title in rows} == expected    # the reference's app
+    others = {pid: unit_role(title) for pid, _, title in rows}     # under test is "restartbench": labapp's
+    assert {p for p, r in others.items() if r == "bystander"} == {p for p, r in expected.items()
+                                                                   if r in ("app", "prototype")}
     for pid, ppid, title in rows:                       # apps are children of a prototype
         role, detail = parse_title(title)
         if role == "app":
-            assert dict((p, unit_role(t)) for p, _, t in rows).get(ppid, "prototype") == "prototype"
+            assert dict((p, unit_role(t, "labapp")) for p, _, t in rows).get(ppid, "prototype") == "prototype"
         if role in ("prototype", "app"):
             assert detail == "labapp"
         if role == "main":

@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 def test_the_hosts_in_their_order():
     assert hosts.kinds() == ["wasmtime", "unit"]
-    assert hosts.get("unit").restart_kinds == ("restart", "config", "swap", "processes")
+    assert hosts.get("unit").restart_kinds == ("restart", "config", "swap", "processes", "change", "daemon", "second-app")
     assert hosts.get("wasmtime").max_processes == 1 and "restart_mode" in hosts.get("wasmtime").option_names()
     assert hosts.owner_of_option("app_object") is hosts.get("unit")
 
@@ -124,7 +124,7 @@ def test_a_new_module_is_a_new_host(third_host, tmp_path):
     assert "echo" in hosts.spec_help()
     # run() asks it what it can do and which options it takes
     sc = scenarios.load("config-change", duration="30s")
-    with pytest.raises(ConfigError, match="echo cannot do config restarts"):
+    with pytest.raises(ConfigError, match="echo cannot do config \(it does restart\)"):
         validate(RunConfig(target="echo", scenario=sc, results_root=tmp_path), resolve=False)
     with pytest.raises(ConfigError, match="--echo-loud is for the echo target"):
         validate(RunConfig(target="wasmtime", target_options={"loud": True}, results_root=tmp_path),

@@ -40,7 +40,7 @@ def test_results_directory_is_complete(term_run):
         assert (outcome.path / name).is_file(), name
     r = read_run(outcome.path)
     meta = r.meta
-    assert meta["status"] == "complete" and meta["format"] == 1
+    assert meta["status"] == "complete" and meta["format"] == 2
     assert meta["target"]["kind"] == "wasmtime" and meta["target"]["arch"] == "x86_64"
     assert meta["target"]["emulated"] is False
     assert "SIGTERM" in meta["target"]["restart_method"]
