@@ -75,6 +75,17 @@ def test_help_and_module_entry_point():
     assert out.returncode == 0 and "--restart-every" in out.stdout
 
 
+def test_every_command_help_opens_with_what_it_does_as_printed():
+    """Each description is printed raw by argparse: a %-escape from the one-line help must not show."""
+    parser = cli.build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    for name, command in sub.choices.items():
+        text = " ".join(command.format_help().split())           # argparse wraps the description
+        assert command.description and " ".join(command.description.split()) in text, name
+        assert "%%" not in text, f"{name}: {text[:200]}"
+    assert "95% intervals" in sub.choices["health"].format_help()
+
+
 def test_targets_lists_the_embedded_host(capsys):
     assert cli.main(["targets"]) == 0
     out = capsys.readouterr().out

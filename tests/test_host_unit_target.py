@@ -306,6 +306,8 @@ def test_config_of_the_wasm_app(tmp_path):
     assert d["restart_method"] == "control API" and d["config"] == target.config
     assert d["control_socket"].endswith("control.sock") and d["version"] == "1.32.0" and d["flavor"] == "unit"
     assert d["restart_calls"]["restart"] == "GET /control/applications/restartbench/restart"
+    from restartbench.scenarios import ACTION_KINDS
+    assert set(d["restart_calls"]) == {*ACTION_KINDS, "change"}      # every action the run.json may record
 
 
 def test_users_own_app_object(tmp_path):

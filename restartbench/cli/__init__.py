@@ -30,9 +30,10 @@ def build_parser() -> Parser:
         module.register(sub)
     for action in sub._choices_actions:            # `restartbench CMD --help` opens with what CMD does
         command = sub.choices[action.dest]
-        if not command.description:
-            command.description = action.help[0].upper() + action.help[1:] + (
-                "" if action.help.endswith(".") else ".") + " Exit codes: see README 'Exit codes'."
+        if not command.description:         # a description is printed as written: no %-escapes
+            text = action.help.replace("%%", "%")
+            command.description = text[0].upper() + text[1:] + (
+                "" if text.endswith(".") else ".") + " Exit codes: see README 'Exit codes'."
     return parser
 
 

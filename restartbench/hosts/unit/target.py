@@ -466,7 +466,10 @@ class UnitTarget:
         return {**self.installation.describe(), "restart_method": "control API",
                 "restart_calls": {"restart": f"GET {app}", "config": f"PUT {cfg}/environment",
                                   "swap": f"PUT {cfg}/component" + (f" + GET {app}" if self.swap_restart else ""),
-                                  "processes": f"PUT {cfg}/processes"},
+                                  "processes": f"PUT {cfg}/processes",
+                                  "change": "the scenario's [changes] steps (PUT/POST/DELETE /config/...)",
+                                  "daemon": "SIGTERM unitd, start it on the same state dir "
+                                            "(upgrade_to: another build)"},
                 "app_name": self.app_name, "component": str(self.component), "config": self.config,
                 "control_socket": str(self.control_socket), "command": self.command(), "port": self.port,
                 "user": self.user, "group": self.group, "app_object": self.app_object is not None}
