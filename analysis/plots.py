@@ -243,4 +243,35 @@ def findings_heatmap(df) -> Figure:
     return fig
 
 
-__all__ = ["timeline", "traffic", "processes", "retention", "run_figures", "to_data_uri", "findings_heatmap"]
+def history(df, columns: int = 3) -> Figure:
+    """The tracked values (tracked.history) build after build, as asv draws them commit after commit: one
+    panel per value, each run a dot, the builds' medians joined by a line."""
+    from .tracked import TRACKED
+
+    metrics = [m for m in TRACKED if m in set(df["metric"])]
+    labels = list(dict.fromkeys(df["label"]))
+    rows = max(1, -(-len(metrics) // columns))
+    fig = new_figure(2.3 * rows + 0.6)
+    axes = np.atleast_1d(fig.subplots(rows, columns, sharex=True, squeeze=False)).ravel()
+    if not metrics:
+        _nothing(axes[0], "no runs")
+    x = {label: i for i, label in enumerate(labels)}
+    for ax, metric in zip(axes, metrics):
+        part = df[df["metric"] == metric]
+        ax.plot(part["label"].map(x), part["value"], "o", color="tab:blue", alpha=0.45, markersize=4)
+        med = part.groupby("label", sort=False)["value"].median().reindex(labels)
+        ax.plot(range(len(labels)), med.to_numpy(), "-", color="tab:blue", linewidth=1)
+        name, unit = TRACKED[metric]
+        ax.set_title(name, fontsize=9)
+        ax.set_ylabel(unit, fontsize=7)
+        ax.tick_params(labelsize=7)
+    for ax in axes[len(metrics):]:
+        ax.set_visible(False)
+    for ax in axes[max(0, len(metrics) - columns):len(metrics)]:
+        ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right", fontsize=7)
+        ax.tick_params(labelbottom=True)
+    return fig
+
+
+__all__ = ["timeline", "traffic", "processes", "retention", "run_figures", "to_data_uri", "findings_heatmap",
+           "history"]

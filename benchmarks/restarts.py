@@ -30,13 +30,13 @@ different lengths never share a graph. The run dirs stay: ``restartbench report|
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 import time
 from pathlib import Path
 
 from restartbench import analysis
+from restartbench.analysis import tracked
 from restartbench import arches, hosts, installations, read_run, scenarios
 from restartbench.versions import version_key
 from restartbench.load import LoadSpec
@@ -137,10 +137,6 @@ SCENARIOS = _scenarios()
 NO_TARGET = f"(no usable host for {ARCH})"
 
 
-def _number(value) -> float:
-    return math.nan if value is None else float(value)
-
-
 def measure(inst: installations.Installation, sc: scenarios.Scenario, root: Path) -> dict:
     """One run of ``sc`` on ``inst`` under ``root``; its metrics, or why it was skipped or failed."""
     config = RunConfig(target=inst.label, arch=inst.arch, installation=inst, scenario=sc,
@@ -156,25 +152,9 @@ def measure(inst: installations.Installation, sc: scenarios.Scenario, root: Path
     try:
         done = analysis.analyze(read_run(outcome.path))         # once: summary.json and the gate
         analysis.write_summary(done)
-        summary = done.summary()
-        verdict = analysis.evaluate([done])
-        failed_checks = len({r.check for r in verdict.failures()})
-        failing_findings = verdict.failing_findings(done.run.run_id)
+        return {"path": str(outcome.path), "metrics": tracked.of(done)}
     except Exception as exc:                    # noqa: BLE001 - this combination fails, the others go on
         return {"error": f"analysis of {outcome.path} failed: {type(exc).__name__}: {exc}"}
-    o = summary["overall"]
-    unit_restarts = (summary.get("host_checks") or {}).get("restarts") or []
-    return {"path": str(outcome.path), "metrics": {
-        "window_timeout_rate": _number(o.get("window_timeout_rate")),
-        "lingering_max": _number(o.get("lingering_max")),
-        "recovery_p95_s": _number(o.get("recovery_p95_s")),
-        "rss_slope": _number(o.get("rss_slope")),
-        "fd_slope": _number(o.get("fd_slope")),
-        "gate_failed_checks": float(failed_checks),
-        "failing_findings": float(len(failing_findings)),
-        "crashed_restarts": (sum(1 for r in unit_restarts if r.get("crashes")) / len(unit_restarts)
-                             if unit_restarts else math.nan),
-        "restarts": o.get("restarts"), "unrecovered": o.get("unrecovered")}}
 
 
 def _runs_root() -> Path:
@@ -220,55 +200,45 @@ class Restarts:
     def track_window_timeout_rate(self, cache, target, scenario) -> float:
         """Share of the requests started in restart windows that timed out."""
         return self.metrics["window_timeout_rate"]
-    track_window_timeout_rate.unit = "share of requests"
-    track_window_timeout_rate.pretty_name = "timeout rate in restart windows"
+    track_window_timeout_rate.pretty_name, track_window_timeout_rate.unit = tracked.TRACKED["window_timeout_rate"]
 
     def track_lingering_max(self, cache, target, scenario) -> float:
         """Most old app processes still alive past the grace after any one restart."""
         return self.metrics["lingering_max"]
-    track_lingering_max.unit = "processes"
-    track_lingering_max.pretty_name = "lingering old processes (max)"
+    track_lingering_max.pretty_name, track_lingering_max.unit = tracked.TRACKED["lingering_max"]
 
     def track_recovery_p95(self, cache, target, scenario) -> float:
         """recovery p95 as docs/metrics.md defines it (the summary's and the gate's): over the restarts
         that recovered; those that never did are ``track_unrecovered``'s (NaN when none recovered)."""
         return self.metrics["recovery_p95_s"]
-    track_recovery_p95.unit = "seconds"
-    track_recovery_p95.pretty_name = "recovery p95"
+    track_recovery_p95.pretty_name, track_recovery_p95.unit = tracked.TRACKED["recovery_p95_s"]
 
     def track_unrecovered(self, cache, target, scenario) -> float:
         """Share of restarts after which no request was answered within the window (docs/metrics.md)."""
-        n = self.metrics["restarts"]
-        return self.metrics["unrecovered"] / n if n else math.nan
-    track_unrecovered.unit = "share of restarts"
-    track_unrecovered.pretty_name = "restarts never recovered"
+        return self.metrics["unrecovered_share"]
+    track_unrecovered.pretty_name, track_unrecovered.unit = tracked.TRACKED["unrecovered_share"]
 
     def track_rss_slope(self, cache, target, scenario) -> float:
         """Least-squares slope of the host tree's RSS per restart."""
         return self.metrics["rss_slope"]
-    track_rss_slope.unit = "bytes/restart"
-    track_rss_slope.pretty_name = "RSS growth per restart"
+    track_rss_slope.pretty_name, track_rss_slope.unit = tracked.TRACKED["rss_slope"]
 
     def track_gate_failed_checks(self, cache, target, scenario) -> float:
         """How many of the gate's checks (default limits) the run fails: 0 is a passing build."""
         return self.metrics["gate_failed_checks"]
-    track_gate_failed_checks.unit = "checks"
-    track_gate_failed_checks.pretty_name = "gate checks failed"
+    track_gate_failed_checks.pretty_name, track_gate_failed_checks.unit = tracked.TRACKED["gate_failed_checks"]
 
     def track_failing_findings(self, cache, target, scenario) -> float:
         """How many findings (known bugs, unnamed failures; summary.json ``findings``) fail the gate."""
         return self.metrics["failing_findings"]
-    track_failing_findings.unit = "findings"
-    track_failing_findings.pretty_name = "findings failing the gate"
+    track_failing_findings.pretty_name, track_failing_findings.unit = tracked.TRACKED["failing_findings"]
 
     def track_crashed_restarts(self, cache, target, scenario) -> float:
         """Share of restarts after which a Unit process crashed (Unit's log); NaN for other hosts."""
         return self.metrics["crashed_restarts"]
-    track_crashed_restarts.unit = "share of restarts"
-    track_crashed_restarts.pretty_name = "restarts followed by a crash"
+    track_crashed_restarts.pretty_name, track_crashed_restarts.unit = tracked.TRACKED["crashed_restarts"]
 
     def track_fd_slope(self, cache, target, scenario) -> float:
         """Least-squares slope of the host tree's open fds per restart."""
         return self.metrics["fd_slope"]
-    track_fd_slope.unit = "fds/restart"
-    track_fd_slope.pretty_name = "fd growth per restart"
+    track_fd_slope.pretty_name, track_fd_slope.unit = tracked.TRACKED["fd_slope"]

@@ -4,14 +4,17 @@ interval — beside the gate's verdict over each release's runs.
 
     health.check([("unit", bundle), ("freeunit", other)], since="1.32.0", base=RunConfig(...), runs=3)
 
-Writes ``health.json`` and ``health.html`` into ``<results_root>/health-<time>/``; every run is an ordinary
-run directory under it. A release that does not build is a row saying why, never a stop. The asv history of
-the same measurements (``make asv``, ``make asv-unit``) is linked from the page when it exists.
+Writes ``health.json``, ``health.html`` and ``health.md`` (the table as Markdown, for a README or a CI job
+summary) into ``<results_root>/health-<time>/``; every run is an ordinary run directory under it. A release
+that does not build is a row saying why, never a stop. Beside the table, the page draws the values asv tracks
+(analysis.tracked) release after release; the asv history of the same measurements (``make asv``, ``make
+asv-unit``) is linked when it exists.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +56,16 @@ class Health:
     path: Path
     wall_s: float = 0.0
     stopped: str = ""
+    plan: str = ""                      # the plan every release ran, in words
+
+
+def plan_of(base: RunConfig, runs: int) -> str:
+    """The plan in words: scenario, lengths, load, arch."""
+    sc, load = base.scenario, base.load
+    actions = "+".join(sc.actions)
+    return (f"{sc.name} ({actions} every {sc.restart_every_s:g} s over {sc.duration_s:g} s, window "
+            f"{sc.window_s:g} s, grace {sc.grace_s:g} s), {load.users} users, {base.arch or 'this machine'}, "
+            f"{runs} run(s) per release")
 
 
 def releases(flavor: str, source: str | None, since: str = "1.32.0", until: str | None = None) -> list[str]:
@@ -74,8 +87,6 @@ def check(plan: Sequence[tuple[str, str | None, Sequence[str]]], base: RunConfig
           say=lambda s: None) -> Health:
     """Build and run every (flavor, source, tags) release ``runs`` times with ``base`` (its target, arch and
     build replaced by each release's), judge each release's runs with the gate, write the page."""
-    from restartbench import analysis
-
     from .hosts.unit import build as unitbuild, discovery
 
     t0 = time.monotonic()
@@ -83,7 +94,7 @@ def check(plan: Sequence[tuple[str, str | None, Sequence[str]]], base: RunConfig
     out.mkdir(parents=True, exist_ok=True)
     todo = [Release(flavor, tag) for flavor, _, tags in plan for tag in tags]
     sources = {flavor: source for flavor, source, _ in plan}
-    health = Health(todo, out)
+    health = Health(todo, out, plan=plan_of(base, runs))
     total = len(todo)
     try:
         for n, rel in enumerate(todo, 1):
@@ -109,10 +120,7 @@ def check(plan: Sequence[tuple[str, str | None, Sequence[str]]], base: RunConfig
                     raise Interrupted(outcome.signal or "SIGINT")
                 rel.runs.append(str(outcome.path))
             rel.run_s = round(time.monotonic() - t, 1)
-            if rel.runs:
-                judged = analysis.evaluate([results.read_run(p) for p in rel.runs], limits)
-                rel.verdict = "PASS" if judged.passed else "FAIL"
-                rel.failed_checks = list(dict.fromkeys(r.check for r in judged.failures()))
+            judge(rel, limits)
             watch(Event("health", "done", f"[{n}/{total}] {rel.label}: " + (rel.error or f"{rel.verdict} over "
                         f"{len(rel.runs)} run(s) (build {rel.build_s:.0f} s, runs {rel.run_s:.0f} s)"), n, total,
                         ok=None if rel.error else rel.verdict == "PASS", item=rel))
@@ -121,6 +129,35 @@ def check(plan: Sequence[tuple[str, str | None, Sequence[str]]], base: RunConfig
     health.wall_s = round(time.monotonic() - t0, 1)
     write(health, limits)
     return health
+
+
+def judge(rel: Release, limits: dict | None = None) -> None:
+    """The release's verdict and failed checks: the gate over its runs (none: not judged)."""
+    from restartbench import analysis
+
+    if not rel.runs:
+        rel.verdict, rel.failed_checks = "", []
+        return
+    judged = analysis.evaluate([results.read_run(p) for p in rel.runs], limits)
+    rel.verdict = "PASS" if judged.passed else "FAIL"
+    rel.failed_checks = list(dict.fromkeys(r.check for r in judged.failures()))
+
+
+def load(path: Path | str) -> Health:
+    """A health directory written earlier (its health.json), to judge again or draw again; run dirs that
+    moved with it are found under its ``runs/``."""
+    path = Path(path)
+    try:
+        doc = json.loads((path / "health.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path}: no readable health.json ({type(exc).__name__}): give a directory "
+                         "`restartbench health` wrote (results/runs/health-*)") from None
+    fields = {f.name for f in dataclasses.fields(Release)}
+    rels = [Release(**{k: v for k, v in r.items() if k in fields}) for r in doc.get("releases") or []]
+    for rel in rels:
+        rel.runs = [p if Path(p).exists() else str(path / "runs" / Path(p).name) for p in rel.runs]
+    return Health(rels, path, wall_s=doc.get("wall_s", 0.0), stopped=doc.get("stopped", ""),
+                  plan=doc.get("plan", ""))
 
 
 def table(health: Health) -> Any:
@@ -137,10 +174,8 @@ def table(health: Health) -> Any:
     return compare.finding_table(pairs) if pairs else None
 
 
-def write(health: Health, limits: dict | None = None) -> None:
-    """health.json and health.html."""
-    from html import escape
-
+def cells(health: Health) -> tuple[list[str], list[tuple[Release, dict[str, Any]]]]:
+    """The finding ids (columns) and, per release, its cells by id (finding_table rows)."""
     from restartbench.analysis import compare
 
     found = table(health)
@@ -149,42 +184,99 @@ def write(health: Health, limits: dict | None = None) -> None:
         for r in found.itertuples():
             by_label.setdefault(r.label, {})[r.id] = r
     ids = list(dict.fromkeys(found["id"])) if found is not None else []
-    doc = {"wall_s": health.wall_s, "stopped": health.stopped,
-           "releases": [dataclasses.asdict(r) for r in health.releases],
-           "findings": found.to_dict(orient="records") if found is not None else []}
-    results.write_json(health.path / "health.json", doc)
+    out = []
+    for rel in health.releases:
+        label = compare.label(compare.run_row(results.read_run(rel.runs[0]), {})) if rel.runs else ""
+        out.append((rel, by_label.get(label, {})))
+    return ids, out
 
-    def label_of(rel: Release) -> str:
-        if not rel.runs:
-            return ""
-        return compare.label(compare.run_row(results.read_run(rel.runs[0]), {}))
+
+def cell_text(cell: Any) -> str:
+    """``rate [lo, hi] k/n``, or – when the release has no count for it."""
+    if cell is None or not cell.n:
+        return "–"
+    return f"{cell.rate:.0%} [{cell.lo:.0%}, {cell.hi:.0%}] {cell.k}/{cell.n}"
+
+
+#: how to read a cell and a verdict (the page and the Markdown)
+LEGEND = ("Each finding: its rate over the release's runs (per restart, or per run) [95% Wilson interval] k/n. "
+          "Verdict: the gate over the release's runs; a finding seen in a passing release stayed within the "
+          "limits of its checks (gates/default.toml, or --gate's file).")
+
+
+def intro(health: Health) -> str:
+    """The sentence above the table: how many releases and runs, the wall time, the plan."""
+    return (f"{len(health.releases)} release(s), {sum(len(r.runs) for r in health.releases)} run(s), "
+            f"{health.wall_s / 60:.0f} min wall time" + (f" (stopped early: {health.stopped})" if health.stopped
+                                                         else "") + (f"; plan: {health.plan}" if health.plan else ""))
+
+
+def markdown(health: Health) -> str:
+    """The release × finding table as Markdown (GitHub's tables): one row per release."""
+    ids, rows = cells(health)
+    head = ["release", "commit", "verdict", "failed checks / why", "runs", *ids]
+    lines = [f"{intro(health)}. {LEGEND}", "",
+             "| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    for rel, by_id in rows:
+        verdict = f"**{rel.verdict}**" if rel.verdict == "FAIL" else (rel.verdict or "not run")
+        why = (rel.error or ", ".join(rel.failed_checks)).replace("|", "\\|")
+        lines.append("| " + " | ".join([rel.label, f"`{rel.commit[:10]}`" if rel.commit else "", verdict, why,
+                                        str(len(rel.runs)), *(cell_text(by_id.get(i)) for i in ids)]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def history(health: Health, limits: dict | None = None):
+    """The tracked values of every run, release by release (analysis.tracked.history)."""
+    from restartbench import analysis
+    from restartbench.analysis import tracked
+
+    return tracked.history(((rel.label, analysis.analyze(results.read_run(p))) for rel in health.releases
+                            for p in rel.runs), limits)
+
+
+def write(health: Health, limits: dict | None = None) -> None:
+    """health.json, health.md and health.html."""
+    from html import escape
+
+    from restartbench.analysis import plots
+
+    ids, rows = cells(health)
+    found = table(health)
+    past = history(health, limits)
+    doc = {"wall_s": health.wall_s, "stopped": health.stopped, "plan": health.plan,
+           "releases": [dataclasses.asdict(r) for r in health.releases],
+           "findings": found.to_dict(orient="records") if found is not None else [],
+           "tracked": past.to_dict(orient="records")}
+    results.write_json(health.path / "health.json", doc)
+    results.write_atomic(health.path / "health.md", markdown(health))
 
     head = "".join(f"<th>{escape(i)}</th>" for i in ids)
-    rows = []
-    for rel in health.releases:
-        cells = by_label.get(label_of(rel), {})
+    trs = []
+    for rel, by_id in rows:
         tds = "".join(
-            (f'<td class="{"fail" if cells[i].k else ""}">{cells[i].rate:.0%} '
-             f'<span class="note">[{cells[i].lo:.0%}, {cells[i].hi:.0%}] {cells[i].k}/{cells[i].n}</span></td>')
-            if i in cells and cells[i].n else "<td>–</td>" for i in ids)
+            (f'<td class="{"fail" if by_id[i].k else ""}">{by_id[i].rate:.0%} '
+             f'<span class="note">[{by_id[i].lo:.0%}, {by_id[i].hi:.0%}] {by_id[i].k}/{by_id[i].n}</span></td>')
+            if i in by_id and by_id[i].n else "<td>–</td>" for i in ids)
         verdict = rel.verdict or "not run"
         why = escape(rel.error or ", ".join(rel.failed_checks))
-        rows.append(f'<tr><td class="l">{escape(rel.label)}</td><td class="l">{escape(rel.commit[:10])}</td>'
-                    f'<td class="{verdict}">{verdict}</td><td class="l">{why}</td><td>{len(rel.runs)}</td>{tds}</tr>')
+        trs.append(f'<tr><td class="l">{escape(rel.label)}</td><td class="l">{escape(rel.commit[:10])}</td>'
+                   f'<td class="{verdict}">{verdict}</td><td class="l">{why}</td><td>{len(rel.runs)}</td>{tds}</tr>')
     asv = next((p for p in (health.path.parent.parent / "html" / "index.html",
                             health.path.parent.parent / "html-unit" / "index.html") if p.exists()), None)
+    figure = plots.to_data_uri(plots.history(past)) if len(past) else ""
     html = ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>release health</title><style>"
             "body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1200px}table{border-collapse:collapse}"
             "th,td{border:1px solid #ddd;padding:3px 7px;text-align:right}td.l{text-align:left}.note{color:#555;"
             "font-size:11px}.fail{background:#fde2e2}.FAIL{background:#fde2e2;font-weight:bold}.PASS{background:#d8f3dc}"
-            "</style></head><body><h1>Release health</h1>"
-            f"<p>{len(health.releases)} release(s), {sum(len(r.runs) for r in health.releases)} run(s), "
-            f"{health.wall_s / 60:.0f} min" + (f", stopped early ({escape(health.stopped)})" if health.stopped else "")
-            + ". Each cell: the finding's rate over the release's runs (per restart, or per run) [95% Wilson "
-            "interval] k/n; verdict: the gate over the release's runs.</p>"
+            "img{max-width:100%}</style></head><body><h1>Release health</h1>"
+            f"<p>{escape(intro(health))}. {escape(LEGEND)}</p>"
             f"<table><thead><tr><th>release</th><th>commit</th><th>verdict</th><th>failed checks / why</th>"
-            f"<th>runs</th>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
-            + (f'<p>History of the same measurements: <a href="{escape(asv.as_uri())}">asv</a></p>' if asv else
-               "<p class=\"note\">asv history: `make asv` / `make asv-unit` publish it beside this page</p>")
+            f"<th>runs</th>{head}</tr></thead><tbody>{''.join(trs)}</tbody></table>"
+            + (f'<h2>History, release after release</h2><p class="note">What asv tracks for each run (each run a '
+               f'dot, the releases\' medians joined), drawn over the releases as asv draws commits.</p>'
+               f'<img alt="tracked values by release" src="{figure}">' if figure else "")
+            + (f'<p>History of the same measurements over commits: <a href="{escape(asv.as_uri())}">asv</a></p>'
+               if asv else "<p class=\"note\">asv history over commits: `make asv` / `make asv-unit` publish it "
+               "beside this page</p>")
             + "</body></html>\n")
     results.write_atomic(health.path / "health.html", html)

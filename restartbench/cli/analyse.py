@@ -7,7 +7,8 @@ from pathlib import Path
 
 from ..results import write_atomic
 from ..run import REPO, check_writable
-from .common import EXIT_OK, UsageError, console, gate_limits, ids, runs as open_runs
+from .common import EXIT_OK, UsageError, append_job_summary, console, gate_limits, ids, runs as open_runs
+
 
 def register(sub) -> None:
     """Add ``summary``, ``report``, ``compare``, ``gate``, ``offline-html`` to the subcommands."""
@@ -93,8 +94,6 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_gate(args: argparse.Namespace) -> int:
-    import os
-
     from restartbench import analysis
     from restartbench.analysis import outputs
     from restartbench.analysis.summary import analyses
@@ -117,11 +116,7 @@ def cmd_gate(args: argparse.Namespace) -> int:
     if args.markdown is not None:
         write_atomic(args.markdown, text)
         console.print(f"markdown: {args.markdown}")
-    step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
-    if step_summary:
-        with open(step_summary, "a") as f:                    # GitHub's job summary: appended, as steps do
-            f.write(text + "\n")
-        console.print(f"job summary: appended to {step_summary}")
+    append_job_summary(text)
     return verdict.exit_code
 
 

@@ -34,6 +34,17 @@ def say(text: str) -> None:
     errors.print(text, markup=False, highlight=False)
 
 
+def append_job_summary(text: str) -> None:
+    """Append Markdown to GitHub's job summary when ``$GITHUB_STEP_SUMMARY`` names it, as steps do."""
+    import os
+
+    path = os.environ.get("GITHUB_STEP_SUMMARY")
+    if path:
+        with open(path, "a") as f:
+            f.write(text + "\n")
+        console.print(f"job summary: appended to {path}")
+
+
 def signal_exit(name: str, default: int = 130) -> int:
     """The exit code of a run or job stopped by signal ``name``."""
     return SIGNAL_EXIT.get(name, default)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from rich.table import Table
 
 from .. import arches
 from ..matrix import split_list
-from .common import (EXIT_OK, UsageError, add_run_arguments, base_config, console, gate_limits, positive, say,
+from .common import (EXIT_OK, UsageError, add_run_arguments, append_job_summary, base_config, console, gate_limits, positive, say,
                      signal_exit)
 from .live import Watch
 
@@ -31,6 +32,9 @@ def register(sub) -> None:
                    "TAG (with one --flavor) or FLAVOR:TAG, e.g. unit:1.32.0,unit:1.32.1,freeunit:1.36.0")
     g.add_argument("--runs", type=positive(int, "--runs"), default=3, help="runs per release (default 3)")
     g.add_argument("-j", "--jobs", type=positive(int, "--jobs"), default=None, help="build jobs")
+    g.add_argument("--page", type=Path, default=None, metavar="DIR",
+                   help="build and run nothing: judge the runs of an earlier health directory again (with "
+                   "--gate's limits) and write its page, Markdown and record again")
     add_run_arguments(p, probes=True)
     p.set_defaults(func=cmd_health, target="unit")
 
@@ -52,6 +56,15 @@ def cmd_health(args: argparse.Namespace) -> int:
         raise UsageError("--releases names tags of one flavor: pass --flavor unit or --flavor freeunit with it, "
                          "or write FLAVOR:TAG")
     limits = gate_limits(args.gate or "default")
+    if args.page is not None:
+        try:
+            done = health.load(args.page)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        for rel in done.releases:
+            health.judge(rel, limits)
+        health.write(done, limits)
+        return show(done)
     arch = arches.normalize_arch(args.arch)
     plan = []
     for flavor in flavors:
@@ -69,6 +82,13 @@ def cmd_health(args: argparse.Namespace) -> int:
     base = base_config(args, "unit", arch, args.scenario, resolve=False)
     with Watch(console, enabled=not args.quiet) as watch:
         done = health.check(plan, base, runs=args.runs, limits=limits, watch=watch, jobs=args.jobs, say=say)
+    return show(done)
+
+
+def show(done) -> int:
+    """The release table, the files written, the job summary; the exit code."""
+    from .. import health
+
     t = Table(title=f"release health ({done.wall_s / 60:.0f} min)", title_justify="left")
     for col in ("release", "commit", "verdict", "failed checks / why", "runs", "build", "runs time"):
         t.add_column(col, overflow="fold")
@@ -79,7 +99,9 @@ def cmd_health(args: argparse.Namespace) -> int:
                   f"{rel.run_s:.0f} s")
     console.print(t)
     console.print(f"health page: {done.path / 'health.html'}")
+    console.print(f"health table (Markdown): {done.path / 'health.md'}")
     console.print(f"health record: {done.path / 'health.json'}")
+    append_job_summary("## Release health\n\n" + health.markdown(done))
     if done.stopped:
         return signal_exit(done.stopped)
     return 1 if any(r.verdict == "FAIL" for r in done.releases) else EXIT_OK
