@@ -182,7 +182,11 @@ HEALTH_ARGS  ?= --duration 30s --restart-every 4s --warmup 3s --cooldown 4s --gr
 health: $(STAMP) unit-build-deps
 	$(BIN)/restartbench health --since $(HEALTH_SINCE) --runs $(HEALTH_RUNS) \
 	  $(if $(UNIT_SOURCE),--unit-source $(UNIT_SOURCE)) $(if $(FREEUNIT_SOURCE),--freeunit-source $(FREEUNIT_SOURCE)) \
-	  $(HEALTH_ARGS)
+	  $(HEALTH_ARGS) || { rc=$$?; \
+	  case $$rc in 1) why="a release failed the gate (the table above, health.md)";; 2) why="unusable input";; \
+	    *) why="it was stopped";; esac; \
+	  echo "health: restartbench health exited $$rc: $$why" >&2; \
+	  exit $$rc; }
 
 # lines per module, who imports whom, and imports against docs/layout.md's rules (tests/layout.py --dot: a graph)
 layout: $(STAMP)

@@ -42,8 +42,25 @@ class Release:
     runs: list[str] = field(default_factory=list)        # run directories
     build_s: float = 0.0
     run_s: float = 0.0
-    verdict: str = ""                   # PASS | FAIL | "" (not judged)
+    verdict: str = ""                   # PASS | FAIL | SPLIT (no majority) | "" (not judged)
     failed_checks: list[str] = field(default_factory=list)
+    votes: list[str] = field(default_factory=list)       # each run's verdict, pass | fail, in order
+    failing_runs: dict[str, int] = field(default_factory=dict)    # check -> how many runs failed it
+
+    @property
+    def why(self) -> str:
+        """Why it was not run, or the checks its runs failed with how many runs failed each."""
+        return self.error or ", ".join(f"{c} ({self.failing_runs.get(c, '?')}/{len(self.votes)} runs)"
+                                       for c in self.failed_checks)
+
+    @property
+    def verdict_text(self) -> str:
+        """The verdict with its votes when the runs disagree: ``PASS (2/3 runs passed)``."""
+        if not self.verdict:
+            return "not run"
+        if len(set(self.votes)) <= 1:
+            return self.verdict
+        return f"{self.verdict} ({self.votes.count('pass')}/{len(self.votes)} runs passed)"
 
     @property
     def label(self) -> str:
@@ -121,7 +138,7 @@ def check(plan: Sequence[tuple[str, str | None, Sequence[str]]], base: RunConfig
                 rel.runs.append(str(outcome.path))
             rel.run_s = round(time.monotonic() - t, 1)
             judge(rel, limits)
-            watch(Event("health", "done", f"[{n}/{total}] {rel.label}: " + (rel.error or f"{rel.verdict} over "
+            watch(Event("health", "done", f"[{n}/{total}] {rel.label}: " + (rel.error or f"{rel.verdict_text} over "
                         f"{len(rel.runs)} run(s) (build {rel.build_s:.0f} s, runs {rel.run_s:.0f} s)"), n, total,
                         ok=None if rel.error else rel.verdict == "PASS", item=rel))
     except (Interrupted, KeyboardInterrupt) as exc:
@@ -132,15 +149,21 @@ def check(plan: Sequence[tuple[str, str | None, Sequence[str]]], base: RunConfig
 
 
 def judge(rel: Release, limits: dict | None = None) -> None:
-    """The release's verdict and failed checks: the gate over its runs (none: not judged)."""
+    """The release's verdict: the gate judges each run, the majority of the runs decides (as bisect's votes
+    do: one unlucky run of a rare race does not flip a release); no majority is SPLIT. ``failed_checks``:
+    every check a run failed, ``failing_runs`` how many runs failed it. No runs: not judged."""
     from restartbench import analysis
 
-    if not rel.runs:
-        rel.verdict, rel.failed_checks = "", []
-        return
-    judged = analysis.evaluate([results.read_run(p) for p in rel.runs], limits)
-    rel.verdict = "PASS" if judged.passed else "FAIL"
-    rel.failed_checks = list(dict.fromkeys(r.check for r in judged.failures()))
+    rel.votes, rel.failing_runs = [], {}
+    for path in rel.runs:
+        judged = analysis.evaluate([results.read_run(path)], limits)
+        rel.votes.append("pass" if judged.passed else "fail")
+        for check in dict.fromkeys(r.check for r in judged.failures()):
+            rel.failing_runs[check] = rel.failing_runs.get(check, 0) + 1
+    rel.failed_checks = list(rel.failing_runs)
+    need = len(rel.votes) // 2 + 1
+    rel.verdict = ("" if not rel.votes else "PASS" if rel.votes.count("pass") >= need else
+                   "FAIL" if rel.votes.count("fail") >= need else "SPLIT")
 
 
 def load(path: Path | str) -> Health:
@@ -200,8 +223,9 @@ def cell_text(cell: Any) -> str:
 
 #: how to read a cell and a verdict (the page and the Markdown)
 LEGEND = ("Each finding: its rate over the release's runs (per restart, or per run) [95% Wilson interval] k/n. "
-          "Verdict: the gate over the release's runs; a finding seen in a passing release stayed within the "
-          "limits of its checks (gates/default.toml, or --gate's file).")
+          "Verdict: the gate judges each run, the majority of the release's runs decides (SPLIT: no majority); "
+          "a finding seen in a passing release stayed within the limits of its checks (gates/default.toml, or "
+          "--gate's file) in most runs.")
 
 
 def intro(health: Health) -> str:
@@ -218,8 +242,8 @@ def markdown(health: Health) -> str:
     lines = [f"{intro(health)}. {LEGEND}", "",
              "| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     for rel, by_id in rows:
-        verdict = f"**{rel.verdict}**" if rel.verdict == "FAIL" else (rel.verdict or "not run")
-        why = (rel.error or ", ".join(rel.failed_checks)).replace("|", "\\|")
+        verdict = f"**{rel.verdict_text}**" if rel.verdict in ("FAIL", "SPLIT") else rel.verdict_text
+        why = rel.why.replace("|", "\\|")
         lines.append("| " + " | ".join([rel.label, f"`{rel.commit[:10]}`" if rel.commit else "", verdict, why,
                                         str(len(rel.runs)), *(cell_text(by_id.get(i)) for i in ids)]) + " |")
     return "\n".join(lines) + "\n"
@@ -257,17 +281,16 @@ def write(health: Health, limits: dict | None = None) -> None:
             (f'<td class="{"fail" if by_id[i].k else ""}">{by_id[i].rate:.0%} '
              f'<span class="note">[{by_id[i].lo:.0%}, {by_id[i].hi:.0%}] {by_id[i].k}/{by_id[i].n}</span></td>')
             if i in by_id and by_id[i].n else "<td>–</td>" for i in ids)
-        verdict = rel.verdict or "not run"
-        why = escape(rel.error or ", ".join(rel.failed_checks))
+        why = escape(rel.why)
         trs.append(f'<tr><td class="l">{escape(rel.label)}</td><td class="l">{escape(rel.commit[:10])}</td>'
-                   f'<td class="{verdict}">{verdict}</td><td class="l">{why}</td><td>{len(rel.runs)}</td>{tds}</tr>')
+                   f'<td class="{rel.verdict or "none"}">{escape(rel.verdict_text)}</td><td class="l">{why}</td><td>{len(rel.runs)}</td>{tds}</tr>')
     asv = next((p for p in (health.path.parent.parent / "html" / "index.html",
                             health.path.parent.parent / "html-unit" / "index.html") if p.exists()), None)
     figure = plots.to_data_uri(plots.history(past)) if len(past) else ""
     html = ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>release health</title><style>"
             "body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1200px}table{border-collapse:collapse}"
             "th,td{border:1px solid #ddd;padding:3px 7px;text-align:right}td.l{text-align:left}.note{color:#555;"
-            "font-size:11px}.fail{background:#fde2e2}.FAIL{background:#fde2e2;font-weight:bold}.PASS{background:#d8f3dc}"
+            "font-size:11px}.fail{background:#fde2e2}.FAIL,.SPLIT{background:#fde2e2;font-weight:bold}.PASS{background:#d8f3dc}"
             "img{max-width:100%}</style></head><body><h1>Release health</h1>"
             f"<p>{escape(intro(health))}. {escape(LEGEND)}</p>"
             f"<table><thead><tr><th>release</th><th>commit</th><th>verdict</th><th>failed checks / why</th>"

@@ -18,8 +18,8 @@ def register(sub) -> None:
     """Add ``health``."""
     p = sub.add_parser("health", help="the health of every release: each release of each flavor from --since on "
                        "built, run --runs times with the same plan, and one page of a release x finding table "
-                       "(rates with 95%% intervals) beside each release's verdict; exit 0 every release passes / "
-                       "1 one fails / 130 interrupted")
+                       "(rates with 95%% intervals) beside each release's verdict (the majority of its runs); exit 0 every "
+                       "release passes / 1 one fails or splits / 130 interrupted")
     g = p.add_argument_group("releases")
     g.add_argument("--flavor", default="unit,freeunit", help="unit, freeunit or both (default both)")
     g.add_argument("--unit-source", default=None, help="NGINX Unit's history: a git URL, checkout or bundle "
@@ -94,8 +94,8 @@ def show(done) -> int:
         t.add_column(col, overflow="fold")
     for rel in done.releases:
         style = {"PASS": "green", "FAIL": "red"}.get(rel.verdict, "yellow")
-        t.add_row(rel.label, rel.commit[:10], f"[{style}]{rel.verdict or 'not run'}[/]",
-                  rel.error or ", ".join(rel.failed_checks), str(len(rel.runs)), f"{rel.build_s:.0f} s",
+        t.add_row(rel.label, rel.commit[:10], f"[{style}]{rel.verdict_text}[/]", rel.why, str(len(rel.runs)),
+                  f"{rel.build_s:.0f} s",
                   f"{rel.run_s:.0f} s")
     console.print(t)
     console.print(f"health page: {done.path / 'health.html'}")
@@ -104,4 +104,4 @@ def show(done) -> int:
     append_job_summary("## Release health\n\n" + health.markdown(done))
     if done.stopped:
         return signal_exit(done.stopped)
-    return 1 if any(r.verdict == "FAIL" for r in done.releases) else EXIT_OK
+    return 1 if any(r.verdict in ("FAIL", "SPLIT") for r in done.releases) else EXIT_OK
