@@ -124,7 +124,7 @@ def test_a_new_module_is_a_new_host(third_host, tmp_path):
     assert "echo" in hosts.spec_help()
     # run() asks it what it can do and which options it takes
     sc = scenarios.load("config-change", duration="30s")
-    with pytest.raises(ConfigError, match="echo cannot do config \(it does restart\)"):
+    with pytest.raises(ConfigError, match=r"echo cannot do config \(it does restart\)"):
         validate(RunConfig(target="echo", scenario=sc, results_root=tmp_path), resolve=False)
     with pytest.raises(ConfigError, match="--echo-loud is for the echo target"):
         validate(RunConfig(target="wasmtime", target_options={"loud": True}, results_root=tmp_path),
