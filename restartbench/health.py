@@ -46,6 +46,7 @@ class Release:
     failed_checks: list[str] = field(default_factory=list)
     votes: list[str] = field(default_factory=list)       # each run's verdict, pass | fail, in order
     failing_runs: dict[str, int] = field(default_factory=dict)    # check -> how many runs failed it
+    failing_findings: dict[str, int] = field(default_factory=dict)  # finding id -> runs where it failed a check
 
     @property
     def why(self) -> str:
@@ -151,15 +152,19 @@ def check(plan: Sequence[tuple[str, str | None, Sequence[str]]], base: RunConfig
 def judge(rel: Release, limits: dict | None = None) -> None:
     """The release's verdict: the gate judges each run, the majority of the runs decides (as bisect's votes
     do: one unlucky run of a rare race does not flip a release); no majority is SPLIT. ``failed_checks``:
-    every check a run failed, ``failing_runs`` how many runs failed it. No runs: not judged."""
+    every check a run failed, ``failing_runs`` how many runs failed it, ``failing_findings`` the same by
+    finding. No runs: not judged."""
     from restartbench import analysis
 
-    rel.votes, rel.failing_runs = [], {}
+    rel.votes, rel.failing_runs, rel.failing_findings = [], {}, {}
     for path in rel.runs:
-        judged = analysis.evaluate([results.read_run(path)], limits)
+        run = results.read_run(path)
+        judged = analysis.evaluate([run], limits)
         rel.votes.append("pass" if judged.passed else "fail")
         for check in dict.fromkeys(r.check for r in judged.failures()):
             rel.failing_runs[check] = rel.failing_runs.get(check, 0) + 1
+        for fid in judged.failing_findings(run.run_id):
+            rel.failing_findings[fid] = rel.failing_findings.get(fid, 0) + 1
     rel.failed_checks = list(rel.failing_runs)
     need = len(rel.votes) // 2 + 1
     rel.verdict = ("" if not rel.votes else "PASS" if rel.votes.count("pass") >= need else
@@ -225,7 +230,8 @@ def cell_text(cell: Any) -> str:
 LEGEND = ("Each finding: its rate over the release's runs (per restart, or per run) [95% Wilson interval] k/n. "
           "Verdict: the gate judges each run, the majority of the release's runs decides (SPLIT: no majority); "
           "a finding seen in a passing release stayed within the limits of its checks (gates/default.toml, or "
-          "--gate's file) in most runs.")
+          "--gate's file) in most runs. A finding that failed a check in a run is red on the page, bold in "
+          "Markdown; one only seen is yellow.")
 
 
 def intro(health: Health) -> str:
@@ -245,7 +251,9 @@ def markdown(health: Health) -> str:
         verdict = f"**{rel.verdict_text}**" if rel.verdict in ("FAIL", "SPLIT") else rel.verdict_text
         why = rel.why.replace("|", "\\|")
         lines.append("| " + " | ".join([rel.label, f"`{rel.commit[:10]}`" if rel.commit else "", verdict, why,
-                                        str(len(rel.runs)), *(cell_text(by_id.get(i)) for i in ids)]) + " |")
+                                        str(len(rel.runs)),
+                                        *(f"**{cell_text(by_id.get(i))}**" if i in rel.failing_findings else
+                                          cell_text(by_id.get(i)) for i in ids)]) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -278,7 +286,8 @@ def write(health: Health, limits: dict | None = None) -> None:
     trs = []
     for rel, by_id in rows:
         tds = "".join(
-            (f'<td class="{"fail" if by_id[i].k else ""}">{by_id[i].rate:.0%} '
+            (f'<td class="{"fail" if i in rel.failing_findings else "seen" if by_id[i].k else ""}">'
+             f'{by_id[i].rate:.0%} '
              f'<span class="note">[{by_id[i].lo:.0%}, {by_id[i].hi:.0%}] {by_id[i].k}/{by_id[i].n}</span></td>')
             if i in by_id and by_id[i].n else "<td>–</td>" for i in ids)
         why = escape(rel.why)
@@ -290,7 +299,7 @@ def write(health: Health, limits: dict | None = None) -> None:
     html = ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>release health</title><style>"
             "body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1200px}table{border-collapse:collapse}"
             "th,td{border:1px solid #ddd;padding:3px 7px;text-align:right}td.l{text-align:left}.note{color:#555;"
-            "font-size:11px}.fail{background:#fde2e2}.FAIL,.SPLIT{background:#fde2e2;font-weight:bold}.PASS{background:#d8f3dc}"
+            "font-size:11px}.fail{background:#fde2e2}.seen{background:#fff6d5}.FAIL,.SPLIT{background:#fde2e2;font-weight:bold}.PASS{background:#d8f3dc}"
             "img{max-width:100%}</style></head><body><h1>Release health</h1>"
             f"<p>{escape(intro(health))}. {escape(LEGEND)}</p>"
             f"<table><thead><tr><th>release</th><th>commit</th><th>verdict</th><th>failed checks / why</th>"

@@ -90,7 +90,7 @@ def test_the_table_in_markdown_renders_as_a_table_with_a_row_per_release(tmp_pat
     html = MarkdownIt("commonmark").enable("table").render(text)
     assert html.count("<table>") == 1 and html.count("<tr>") == 1 + 3
     assert "<strong>FAIL</strong>" in html and "<td>PASS</td>" in html and "not built: rustc too new" in html
-    assert "unit-router-crash-on-reconfigure" in html and "33% [6%, 79%] 1/3" in html
+    assert "unit-router-crash-on-reconfigure" in html and "<strong>33% [6%, 79%] 1/3</strong>" in html
 
 
 def test_the_page_draws_the_tracked_values_release_after_release(tmp_path):
@@ -98,6 +98,8 @@ def test_the_page_draws_the_tracked_values_release_after_release(tmp_path):
     health.write(done)
     html = (done.path / "health.html").read_text()
     assert 'alt="tracked values by release" src="data:image/png;base64,' in html
+    assert '<td class="fail">33% <span' in html          # the router crash failed a check in the 1.35.0 run
+    assert done.releases[0].failing_findings == {"unit-router-crash-on-reconfigure": 1}
     tracked = json.loads((done.path / "health.json").read_text())["tracked"]
     by = {(r["label"], r["metric"]): r["value"] for r in tracked}
     assert by[("unit 1.35.0", "gate_failed_checks")] >= 1 and by[("unit 1.34.0", "gate_failed_checks")] == 0
