@@ -300,9 +300,9 @@ def judge(run: "Run | Analysis | Path | str", limits: dict[str, dict[str, Any]] 
     does not fit the run."""
     if not isinstance(run, (Run, Analysis)):
         run = open_runs([run])[0]
-    info = (run.run if isinstance(run, Analysis) else run)
-    if info.status != "complete" and not incomplete:
-        return Judged("skip", reason=info.info.reason or info.status)
+    plain = run.run if isinstance(run, Analysis) else run
+    if plain.status != "complete" and not incomplete:
+        return Judged("skip", reason=plain.info.reason or plain.status)
     result = evaluate([run], limits, bugs=bugs, allow=allow, controls=controls)
     failing = [r for r in result.rows if r.verdict == "fail" and r.check in checks] if checks \
         else result.failures()

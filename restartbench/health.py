@@ -154,16 +154,15 @@ def judge(rel: Release, limits: dict | None = None) -> None:
     do: one unlucky run of a rare race does not flip a release); no majority is SPLIT. ``failed_checks``:
     every check a run failed, ``failing_runs`` how many runs failed it, ``failing_findings`` the same by
     finding. No runs: not judged."""
-    from restartbench import analysis
+    from restartbench.analysis.gate import judge as judge_run
 
     rel.votes, rel.failing_runs, rel.failing_findings = [], {}, {}
     for path in rel.runs:
-        run = results.read_run(path)
-        judged = analysis.evaluate([run], limits)
-        rel.votes.append("pass" if judged.passed else "fail")
-        for check in dict.fromkeys(r.check for r in judged.failures()):
+        judged = judge_run(path, limits, incomplete=True)      # a run that did not complete fails
+        rel.votes.append(judged.verdict)
+        for check in judged.checks:
             rel.failing_runs[check] = rel.failing_runs.get(check, 0) + 1
-        for fid in judged.failing_findings(run.run_id):
+        for fid in judged.findings:
             rel.failing_findings[fid] = rel.failing_findings.get(fid, 0) + 1
     rel.failed_checks = list(rel.failing_runs)
     need = len(rel.votes) // 2 + 1
