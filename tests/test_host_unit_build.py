@@ -274,3 +274,15 @@ def test_a_build_with_configure_args_is_another_build(built_1_32_1):
     inst = units.installation_of(debug)
     assert inst.name == debug.name and units.resolve(debug.name).executable == debug.unitd
     assert units.resolve("1.32.1").executable != debug.unitd         # the plain name is still the plain build
+
+
+def test_an_unreachable_source_is_one_line_naming_the_way_out(cache, tmp_path):
+    from restartbench.hosts.unit.build import BuildError, open_source
+
+    url = "http://127.0.0.1:9/unit.git"              # loopback, nothing listens on the discard port
+    with pytest.raises(BuildError) as caught:
+        open_source(url, "unit")
+    text = str(caught.value)
+    assert text.startswith(f"cannot clone {url}: ") and "\n" not in text
+    assert "give a local checkout or a git bundle of it instead" in text
+    assert not list((cache / "unit" / "sources").glob("*.git"))     # nothing half-cloned left

@@ -197,7 +197,7 @@ def open_source(source: str | os.PathLike | None = None, flavor: str = "unit",
             except BuildError as exc:
                 raise BuildError(f"cannot clone {spec}: {str(exc).split(': ', 1)[-1]}"
                                  + ("" if os.path.exists(spec) else " (is the network reachable? "
-                                    "--source also takes a local checkout or a git bundle)")) from None
+                                    "give a local checkout or a git bundle of it instead)")) from None
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
     return Source(spec, flavor, mirror)
