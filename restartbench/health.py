@@ -201,11 +201,12 @@ def table(health: Health) -> Any:
     return compare.finding_table(pairs) if pairs else None
 
 
-def cells(health: Health) -> tuple[list[str], list[tuple[Release, dict[str, Any]]]]:
-    """The finding ids (columns) and, per release, its cells by id (finding_table rows)."""
+def cells(health: Health, found: Any = None) -> tuple[list[str], list[tuple[Release, dict[str, Any]]]]:
+    """The finding ids (columns) and, per release, its cells by id (rows of ``found``, the finding table;
+    computed when not given)."""
     from restartbench.analysis import compare
 
-    found = table(health)
+    found = table(health) if found is None else found
     by_label: dict[str, dict[str, Any]] = {}
     if found is not None:
         for r in found.itertuples():
@@ -240,9 +241,9 @@ def intro(health: Health) -> str:
                                                          else "") + (f"; plan: {health.plan}" if health.plan else ""))
 
 
-def markdown(health: Health) -> str:
+def markdown(health: Health, found: Any = None) -> str:
     """The release × finding table as Markdown (GitHub's tables): one row per release."""
-    ids, rows = cells(health)
+    ids, rows = cells(health, found)
     head = ["release", "commit", "verdict", "failed checks / why", "runs", *ids]
     lines = [f"{intro(health)}. {LEGEND}", "",
              "| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
@@ -271,15 +272,15 @@ def write(health: Health, limits: dict | None = None) -> None:
 
     from restartbench.analysis import plots
 
-    ids, rows = cells(health)
     found = table(health)
+    ids, rows = cells(health, found)
     past = history(health, limits)
     doc = {"wall_s": health.wall_s, "stopped": health.stopped, "plan": health.plan,
            "releases": [dataclasses.asdict(r) for r in health.releases],
            "findings": found.to_dict(orient="records") if found is not None else [],
            "tracked": past.to_dict(orient="records")}
     results.write_json(health.path / "health.json", doc)
-    results.write_atomic(health.path / "health.md", markdown(health))
+    results.write_atomic(health.path / "health.md", markdown(health, found))
 
     head = "".join(f"<th>{escape(i)}</th>" for i in ids)
     trs = []
