@@ -187,18 +187,20 @@ def load(path: Path | str) -> Health:
                   plan=doc.get("plan", ""))
 
 
-def table(health: Health) -> Any:
-    """The release × finding table: rate [interval] k/n per cell (compare.finding_table over each
-    release's runs), with the release's verdict."""
-    from restartbench.analysis import compare
-    from restartbench.analysis.summary import cached_summary
+def analysed(health: Health) -> list[tuple[Release, Any]]:
+    """Every run of every release with its Analysis, each run read and analysed once (summary.analyses)."""
+    from restartbench.analysis.summary import analyses
 
-    pairs = []
-    for rel in health.releases:
-        for path in rel.runs:
-            r = results.read_run(path)
-            pairs.append((r, cached_summary(r)))
-    return compare.finding_table(pairs) if pairs else None
+    return [(rel, done) for rel in health.releases for done in analyses(rel.runs)]
+
+
+def table(health: Health, done: list[tuple[Release, Any]] | None = None) -> Any:
+    """The release × finding table: rate [interval] k/n per cell (compare.finding_table over each
+    release's runs; ``done``: their analyses, made when not given)."""
+    from restartbench.analysis import compare
+
+    done = analysed(health) if done is None else done
+    return compare.finding_table([(a.run, a.summary()) for _, a in done]) if done else None
 
 
 def cells(health: Health, found: Any = None) -> tuple[list[str], list[tuple[Release, dict[str, Any]]]]:
@@ -219,11 +221,16 @@ def cells(health: Health, found: Any = None) -> tuple[list[str], list[tuple[Rele
     return ids, out
 
 
+def cell_parts(cell: Any) -> tuple[str, str]:
+    """A cell's rate and its detail ``[lo, hi] k/n``; ("–", "") when the release has no count for it."""
+    if cell is None or not cell.n:
+        return "–", ""
+    return f"{cell.rate:.0%}", f"[{cell.lo:.0%}, {cell.hi:.0%}] {cell.k}/{cell.n}"
+
+
 def cell_text(cell: Any) -> str:
     """``rate [lo, hi] k/n``, or – when the release has no count for it."""
-    if cell is None or not cell.n:
-        return "–"
-    return f"{cell.rate:.0%} [{cell.lo:.0%}, {cell.hi:.0%}] {cell.k}/{cell.n}"
+    return " ".join(p for p in cell_parts(cell) if p)
 
 
 #: how to read a cell and a verdict (the page and the Markdown)
@@ -257,13 +264,11 @@ def markdown(health: Health, found: Any = None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def history(health: Health, limits: dict | None = None):
+def history(done: list[tuple[Release, Any]], limits: dict | None = None):
     """The tracked values of every run, release by release (analysis.tracked.history)."""
-    from restartbench import analysis
     from restartbench.analysis import tracked
 
-    return tracked.history(((rel.label, analysis.analyze(results.read_run(p))) for rel in health.releases
-                            for p in rel.runs), limits)
+    return tracked.history(((rel.label, a) for rel, a in done), limits)
 
 
 def write(health: Health, limits: dict | None = None) -> None:
@@ -272,9 +277,10 @@ def write(health: Health, limits: dict | None = None) -> None:
 
     from restartbench.analysis import plots
 
-    found = table(health)
+    done = analysed(health)
+    found = table(health, done)
     ids, rows = cells(health, found)
-    past = history(health, limits)
+    past = history(done, limits)
     doc = {"wall_s": health.wall_s, "stopped": health.stopped, "plan": health.plan,
            "releases": [dataclasses.asdict(r) for r in health.releases],
            "findings": found.to_dict(orient="records") if found is not None else [],
@@ -287,9 +293,8 @@ def write(health: Health, limits: dict | None = None) -> None:
     for rel, by_id in rows:
         tds = "".join(
             (f'<td class="{"fail" if i in rel.failing_findings else "seen" if by_id[i].k else ""}">'
-             f'{by_id[i].rate:.0%} '
-             f'<span class="note">[{by_id[i].lo:.0%}, {by_id[i].hi:.0%}] {by_id[i].k}/{by_id[i].n}</span></td>')
-            if i in by_id and by_id[i].n else "<td>–</td>" for i in ids)
+             f'{rate} <span class="note">{detail}</span></td>') if detail else f"<td>{rate}</td>"
+            for i in ids for rate, detail in [cell_parts(by_id.get(i))])
         why = escape(rel.why)
         trs.append(f'<tr><td class="l">{escape(rel.label)}</td><td class="l">{escape(rel.commit[:10])}</td>'
                    f'<td class="{rel.verdict or "none"}">{escape(rel.verdict_text)}</td><td class="l">{why}</td><td>{len(rel.runs)}</td>{tds}</tr>')
